@@ -1,0 +1,344 @@
+"""`attach()` and the `Run` it returns: the collector's whole public surface.
+
+Hot-path rules (see STYLE.md): `log_train` and the optimizer hooks only queue
+tensor ops and append references. Values are read back once per window, by an
+asynchronous copy that the writer thread waits on, so the training thread
+never synchronises with the device.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+import warnings
+from typing import Any, Iterable, Mapping
+
+import torch
+
+from traindoc import format as fmt
+
+from . import lifecycle, stats
+from .meta import initial_meta
+from .ratios import UpdateRatios
+from .writer import Deferred, RunWriter
+
+_NAME_OK = re.compile(r"[^A-Za-z0-9._+=@-]+")
+
+
+def attach(model: torch.nn.Module | None, optimizer, root: str = "runs", name: str | None = None,
+           config: Mapping[str, Any] | None = None, **options) -> "Run":
+    """Start recording a run of `model` trained by `optimizer` (one or a list).
+
+    Options: num_classes, log_every (steps per loss window, default 50),
+    ratio_every (steps between update-ratio samples, default 100; 0 turns them
+    off), flush_secs (default 1.0), ignore_index (target value that does not
+    count towards accuracy).
+    """
+    return Run(model, optimizer, root=root, name=name, config=config, **options)
+
+
+class Run:
+    """One training run being recorded. Also a context manager."""
+
+    def __init__(self, model, optimizer, root: str = "runs", name: str | None = None,
+                 config: Mapping[str, Any] | None = None, num_classes: int | None = None,
+                 log_every: int = 50, ratio_every: int = 100, flush_secs: float = 1.0,
+                 ignore_index: int | None = None):
+        optimizers = list(optimizer) if isinstance(optimizer, (list, tuple)) else [optimizer]
+        if not optimizers or not all(isinstance(o, torch.optim.Optimizer) for o in optimizers):
+            raise TypeError("traindoc: optimizer must be a torch.optim.Optimizer or a list of them")
+        if int(log_every) < 1:
+            raise ValueError(f"traindoc: log_every must be >= 1, got {log_every!r}")
+        if int(ratio_every) < 0:
+            raise ValueError(f"traindoc: ratio_every must be >= 0 (0 = off), got {ratio_every!r}")
+        self.optimizers = optimizers
+        self.log_every = int(log_every)
+        self.ignore_index = ignore_index
+        self.step = 0
+        self.epoch = 0
+        self.closed = False
+        self._warned: set[str] = set()
+        self._offset: int | None = None  # 1: losses logged before their step; 0: after it
+        self._losses: list = []
+        self._corrects: list = []
+        self._total = 0
+        self._masked_totals: list = []
+        self._device: torch.device | None = None
+        self._window_carry = None  # stats already taken into the epoch, still owed to the window
+        self._epoch_stats = None
+        self._last_hparams: dict[tuple, tuple] = {}
+        self._rank, self._world = _dist_rank()
+        self._num_classes = num_classes
+
+        self.name = _safe_name(name) if name else time.strftime("run-%Y%m%d-%H%M%S") + f"-{os.getpid()}"
+        self.path = os.path.join(root, self.name)
+        self._writer = None
+        if self._rank == 0:
+            try:
+                meta = initial_meta(self.name, config, model, optimizers, num_classes,
+                                    self.log_every, ratio_every, self._world)
+                self._writer = RunWriter(self.path, meta, flush_secs=flush_secs)
+            except Exception as exc:  # cannot even create the folder: train on, record nothing
+                self._warn("open", f"traindoc: cannot write run at {self.path!r}: {exc!r}; not recording")
+
+        names = _param_names(model)
+        self._ratios = UpdateRatios(optimizers, names, ratio_every) if (ratio_every and self._rank == 0) else None
+        self._handles = []
+        for i, opt in enumerate(optimizers):
+            self._handles.append(opt.register_step_pre_hook(self._make_pre_hook(i)))
+            self._handles.append(opt.register_step_post_hook(self._make_post_hook(i)))
+        lifecycle.register(self)
+
+    # ---- public API -----------------------------------------------------------------
+    def log_train(self, loss, output=None, target=None, divided_by: float = 1.0) -> None:
+        """Record one batch's (or micro-batch's) training loss, and accuracy if given.
+
+        `loss`: a 0-d tensor (or per-sample losses, which are averaged). If your
+        script divides the loss by the accumulation steps, pass that factor as
+        `divided_by` and the unscaled value is recorded. No host-device sync.
+        """
+        if self.closed:
+            return
+        try:
+            if self._offset is None:
+                self._offset = 1 if self.step == 0 else 0
+            t = loss.detach() if isinstance(loss, torch.Tensor) else torch.tensor(float(loss))
+            if t.numel() != 1:
+                t = t.float().mean()
+            if divided_by != 1:
+                t = t * divided_by
+            if self._device is None:
+                self._device = t.device
+            self._losses.append(t.reshape(()))
+            if output is not None and target is not None:
+                self._log_accuracy(output.detach(), target.detach())
+        except Exception as exc:
+            self._warn("log_train:" + type(exc).__name__, f"traindoc: log_train failed: {exc!r}")
+
+    def log_val(self, loss=None, accuracy=None, step: int | None = None, **metrics) -> None:
+        """Record validation results at the current optimizer step (or `step`)."""
+        values = dict(metrics)
+        if loss is not None:
+            values["loss"] = loss
+        if accuracy is not None:
+            values["acc"] = accuracy
+        self._log_values({f"val/{k}": v for k, v in values.items()}, step)
+
+    def log(self, values: Mapping[str, Any], step: int | None = None) -> None:
+        """Record any other scalars, as custom series `custom/<name>`."""
+        self._log_values({fmt.CUSTOM_PREFIX + str(k): v for k, v in values.items()}, step)
+
+    def end_epoch(self) -> None:
+        """Close the per-epoch loss/accuracy window and record the epoch number."""
+        if self.closed:
+            return
+        try:
+            self._fold_into_epoch()
+            if self._epoch_stats is not None:
+                self._emit_stats(self._reduce(self._epoch_stats), fmt.LOSS_EPOCH, fmt.TRAIN_ACC_EPOCH)
+            self._epoch_stats = None
+            self.epoch += 1
+            self._put((fmt.EPOCH, self.step, time.time(), float(self.epoch)))
+        except Exception as exc:
+            self._warn("end_epoch:" + type(exc).__name__, f"traindoc: end_epoch failed: {exc!r}")
+
+    def close(self, status: str = fmt.STATUS_FINISHED, reason: str | None = None) -> None:
+        """Write the last window, mark the run `status`, and remove every hook."""
+        if self.closed:
+            return
+        try:
+            self._close_window()
+        except Exception as exc:
+            self._warn("close", f"traindoc: could not close the last window: {exc!r}")
+        self.closed = True
+        for h in self._handles:
+            h.remove()
+        self._handles = []
+        lifecycle.unregister(self)
+        if self._writer is not None:
+            final = {"status": status, "end_time": time.time(), "steps": self.step, "epochs": self.epoch}
+            if reason:
+                final["end_reason"] = reason
+            self._writer.close(final)
+
+    def __enter__(self) -> "Run":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        self.close(fmt.STATUS_CRASHED if exc_type else fmt.STATUS_FINISHED,
+                   reason=None if exc_type is None else f"{exc_type.__name__}: {exc}")
+
+    # ---- hooks ----------------------------------------------------------------------
+    def _make_pre_hook(self, index: int):
+        def pre_hook(optimizer, args, kwargs):
+            try:
+                if index == 0 and self._offset == 0 and self.step and self.step % self.log_every == 0:
+                    self._close_window()  # losses of the last step arrived after it
+                if self._ratios is not None:
+                    self._ratios.before_step(index)
+            except Exception as exc:
+                self._warn("pre_hook:" + type(exc).__name__, f"traindoc: step hook failed: {exc!r}")
+        return pre_hook
+
+    def _make_post_hook(self, index: int):
+        def post_hook(optimizer, args, kwargs):
+            try:
+                if index == 0:
+                    self.step += 1
+                self._record_hparams(index, optimizer)
+                if self._ratios is not None:
+                    sampled = self._ratios.after_step(index)
+                    if sampled is not None:
+                        keys, vec = sampled
+                        self._defer(vec, lambda vals, keys=keys: list(zip(keys, vals)))
+                if index == 0 and self._offset == 1 and self.step % self.log_every == 0:
+                    self._close_window()
+            except Exception as exc:
+                self._warn("post_hook:" + type(exc).__name__, f"traindoc: step hook failed: {exc!r}")
+        return post_hook
+
+    def _record_hparams(self, index: int, optimizer) -> None:
+        """LR, momentum and betas of every group, written only when they change."""
+        prefix = "" if index == 0 else f"opt{index}/"
+        now = None
+        for j, group in enumerate(optimizer.param_groups):
+            lr = group.get("lr")
+            betas = group.get("betas")
+            momentum = group.get("momentum")
+            current = (lr, momentum, betas)
+            if self._last_hparams.get((index, j)) == current:
+                continue
+            self._last_hparams[(index, j)] = current
+            now = now or time.time()
+            pg = f"{prefix}pg{j}"
+            if lr is not None:
+                self._put_value(fmt.LR_PREFIX + pg, lr, now)
+            if momentum is not None:
+                self._put_value(fmt.MOMENTUM_PREFIX + pg, momentum, now)
+            if betas is not None:
+                self._put_value(fmt.BETA1_PREFIX + pg, betas[0], now)
+                self._put_value(fmt.BETA2_PREFIX + pg, betas[1], now)
+
+    # ---- windows --------------------------------------------------------------------
+    def _log_accuracy(self, output: torch.Tensor, target: torch.Tensor) -> None:
+        if target.is_floating_point() and target.shape == output.shape and output.shape[-1] > 1:
+            target = target.argmax(-1)  # soft or one-hot labels
+        if output.dim() == target.dim() + 1 and output.shape[-1] > 1:
+            pred = output.argmax(-1)
+            if self._num_classes is None:
+                self._num_classes = int(output.shape[-1])
+                if self._writer is not None and self._writer.meta.get("num_classes") is None:
+                    self._writer.meta["num_classes"] = self._num_classes
+        else:  # one logit per sample: binary classification
+            pred = (output.reshape(target.shape) > 0).to(target.dtype)
+        self._corrects.append(pred.eq(target).sum())
+        if self.ignore_index is None:
+            self._total += target.numel()
+        else:  # pred never equals ignore_index, so only the denominator needs the mask
+            self._masked_totals.append(target.ne(self.ignore_index).sum())
+
+    def _take_window(self):
+        """Stats of the losses logged since the last take, as a device vector."""
+        v = stats.summarize(self._losses, self._corrects, self._total, self._masked_totals,
+                            self._device or torch.device("cpu"))
+        self._losses, self._corrects, self._total, self._masked_totals = [], [], 0, []
+        return v
+
+    def _fold_into_epoch(self) -> None:
+        part = self._take_window()
+        self._window_carry = part if self._window_carry is None else stats.merge(self._window_carry, part)
+        self._epoch_stats = part if self._epoch_stats is None else stats.merge(self._epoch_stats, part)
+
+    def _close_window(self) -> None:
+        has_data = self._losses or self._corrects or self._window_carry is not None
+        if not has_data and self._world == 1:
+            return
+        part = self._take_window()
+        self._epoch_stats = part if self._epoch_stats is None else stats.merge(self._epoch_stats, part)
+        if self._window_carry is not None:
+            part = stats.merge(self._window_carry, part)
+            self._window_carry = None
+        self._emit_stats(self._reduce(part), fmt.LOSS_WINDOW, fmt.TRAIN_ACC)
+
+    def _reduce(self, v):
+        return stats.all_reduce(v) if self._world > 1 else v
+
+    def _emit_stats(self, v, loss_prefix: str, acc_key: str) -> None:
+        self._defer(v, lambda vals: stats.expand(vals, loss_prefix, acc_key))
+
+    # ---- output ---------------------------------------------------------------------
+    def _log_values(self, values: Mapping[str, Any], step: int | None) -> None:
+        if self.closed:
+            return
+        at = self.step if step is None else int(step)
+        now = time.time()
+        for key, value in values.items():
+            try:
+                self._put_value(key, value, now, at)
+            except Exception as exc:
+                self._warn("log:" + type(exc).__name__, f"traindoc: could not log {key!r}: {exc!r}")
+
+    def _put_value(self, key: str, value, now: float, step: int | None = None) -> None:
+        step = self.step if step is None else step
+        if isinstance(value, torch.Tensor):
+            v = value.detach()
+            v = v.float().mean() if v.numel() != 1 else v.reshape(())
+            self._defer(v.reshape(1), lambda vals, key=key: [(key, vals[0])], step)
+        else:
+            self._put((key, step, now, float(value)))
+
+    def _defer(self, tensor: torch.Tensor, expand, step: int | None = None) -> None:
+        """Hand a device tensor to the writer without waiting for it."""
+        if self._writer is None:
+            return
+        step = self.step if step is None else step
+        t = tensor.detach()
+        if t.device.type == "cuda":
+            # note: non_blocking copy + event: the writer thread waits, not us
+            cpu = t.to("cpu", non_blocking=True)
+            event = torch.cuda.Event()
+            event.record()
+        else:
+            cpu, event = (t.clone() if t.device.type == "cpu" else t.to("cpu")), None
+        self._writer.put(Deferred(step, time.time(), cpu, event, expand))
+
+    def _put(self, record: tuple) -> None:
+        if self._writer is not None:
+            self._writer.put(record)
+
+    def _warn(self, kind: str, message: str) -> None:
+        if self._writer is not None:
+            self._writer.warn(kind, message)
+        elif kind not in self._warned:
+            self._warned.add(kind)
+            warnings.warn(message, RuntimeWarning, stacklevel=3)
+
+
+def _dist_rank() -> tuple[int, int]:
+    try:
+        import torch.distributed as dist
+        if dist.is_available() and dist.is_initialized():
+            return dist.get_rank(), dist.get_world_size()
+    except Exception:
+        pass
+    return 0, 1
+
+
+def _param_names(model) -> dict[int, str]:
+    """id(parameter) -> readable name, without DDP/compile wrapper prefixes."""
+    names: dict[int, str] = {}
+    models: Iterable = model if isinstance(model, (list, tuple)) else ([model] if model is not None else [])
+    for m in models:
+        for n, p in m.named_parameters():
+            while n.startswith(("_orig_mod.", "module.")):
+                n = n.split(".", 1)[1]
+            names.setdefault(id(p), n)
+    return names
+
+
+def _safe_name(name: str) -> str:
+    cleaned = _NAME_OK.sub("_", str(name)).strip("._")
+    if not cleaned:
+        raise ValueError(f"traindoc: run name {name!r} has no usable characters")
+    return cleaned

@@ -1,0 +1,93 @@
+"""Window statistics kept on the training device.
+
+A window's statistics are one small device tensor, so that windows can be merged
+(step window + epoch window, rank + rank) with tensor ops and read back in one
+asynchronous copy. Layout of that vector:
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+COUNT, SUM, SUMSQ, MIN, MAX, NONFINITE, CORRECT, TOTAL = range(8)
+WIDTH = 8
+
+
+def stat_dtype(device: torch.device) -> torch.dtype:
+    """float64 keeps sum-of-squares variance exact enough; MPS has no float64."""
+    return torch.float32 if device.type == "mps" else torch.float64
+
+
+def empty(device: torch.device) -> torch.Tensor:
+    """Statistics of no samples: zeros, with min=+inf and max=-inf."""
+    v = torch.zeros(WIDTH, dtype=stat_dtype(device), device=device)
+    v[MIN] = math.inf  # in-place fill of a device tensor from a Python float: no sync
+    v[MAX] = -math.inf
+    return v
+
+
+def summarize(losses: list, corrects: list, total: int, device_totals: list,
+              device: torch.device) -> torch.Tensor:
+    """Reduce per-batch loss tensors and correct counts to one statistics vector.
+
+    No host-device sync: every value stays on `device` until the caller copies it.
+    """
+    dtype = stat_dtype(device)
+    if losses:
+        x = torch.stack([t.to(device=device, dtype=dtype) for t in losses])
+        count = torch.full((), x.numel(), dtype=dtype, device=device)
+        parts = [count, x.sum(), (x * x).sum(), x.min(), x.max(), (~torch.isfinite(x)).sum().to(dtype)]
+    else:
+        e = empty(device)
+        parts = [e[COUNT], e[SUM], e[SUMSQ], e[MIN], e[MAX], e[NONFINITE]]
+    if corrects:
+        correct = torch.stack([c.to(device) for c in corrects]).sum().to(dtype)
+    else:
+        correct = torch.zeros((), dtype=dtype, device=device)
+    total_t = torch.full((), total, dtype=dtype, device=device)
+    if device_totals:
+        total_t = total_t + torch.stack([t.to(device) for t in device_totals]).sum().to(dtype)
+    parts += [correct, total_t]
+    return torch.stack(parts)
+
+
+def merge(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Statistics of the union of two windows."""
+    return torch.cat([
+        a[COUNT:MIN] + b[COUNT:MIN],
+        torch.minimum(a[MIN:MIN + 1], b[MIN:MIN + 1]),
+        torch.maximum(a[MAX:MAX + 1], b[MAX:MAX + 1]),
+        a[NONFINITE:] + b[NONFINITE:],
+    ])
+
+
+def all_reduce(v: torch.Tensor) -> torch.Tensor:
+    """Merge the statistics of every rank: sums are summed, min and max reduced."""
+    import torch.distributed as dist
+
+    sums = torch.cat([v[COUNT:MIN], v[NONFINITE:]]).contiguous()
+    extremes = torch.stack([-v[MIN], v[MAX]]).contiguous()
+    dist.all_reduce(sums, op=dist.ReduceOp.SUM)
+    dist.all_reduce(extremes, op=dist.ReduceOp.MAX)
+    return torch.cat([sums[:3], -extremes[:1], extremes[1:], sums[3:]])
+
+
+def expand(values: list, loss_prefix: str, acc_key: str) -> list:
+    """Turn a read-back statistics vector into (key, value) records."""
+    n = values[COUNT]
+    out = []
+    if n > 0:
+        mean = values[SUM] / n
+        # Population variance (ddof=0); count is recorded too, so ddof=1 is derivable.
+        var = values[SUMSQ] / n - mean * mean
+        var = max(var, 0.0) if math.isfinite(var) else var
+        out += [
+            (f"{loss_prefix}/mean", mean), (f"{loss_prefix}/var", var),
+            (f"{loss_prefix}/min", values[MIN]), (f"{loss_prefix}/max", values[MAX]),
+            (f"{loss_prefix}/count", n), (f"{loss_prefix}/nonfinite", values[NONFINITE]),
+        ]
+    if values[TOTAL] > 0:
+        out.append((acc_key, values[CORRECT] / values[TOTAL]))
+    return out

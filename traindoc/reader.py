@@ -1,0 +1,268 @@
+"""Read run folders into pandas, fully or incrementally. Never imports torch.
+
+`RunReader.poll()` reads only the bytes appended since the last call. A record
+cut short by a crash (or still being written) is left for the next poll; a
+record whose check word is wrong is skipped and counted, never returned.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from . import format as fmt
+
+RECORD_DTYPE = np.dtype([("step", "<i8"), ("wall", "<f8"), ("value", "<f8"), ("key", "<u4"), ("check", "<u4")])
+assert RECORD_DTYPE.itemsize == fmt.RECORD_SIZE
+
+
+class RunFormatError(Exception):
+    """A path that is not a readable run (missing, empty, newer schema, corrupt header)."""
+
+
+def is_run_dir(path: str) -> bool:
+    """True if `path` looks like a traindoc run folder."""
+    return os.path.isfile(os.path.join(path, fmt.META_FILE))
+
+
+@dataclass
+class _Segment:
+    path: str
+    offset: int = 0  # bytes consumed so far, header included
+
+
+@dataclass
+class RunReader:
+    """Incremental reader of one run folder."""
+
+    path: str
+    meta: dict = field(default_factory=dict)
+    keys: dict = field(default_factory=dict)  # id -> name
+    corrupt_records: int = 0
+    _segments: dict = field(default_factory=dict)
+    _keys_offset: int = 0
+    _chunks: list = field(default_factory=list)
+    _pending_unknown: list = field(default_factory=list)
+    _frame: pd.DataFrame | None = None
+
+    def __post_init__(self):
+        if not os.path.isdir(self.path):
+            raise RunFormatError(f"not a folder: {self.path}")
+        if not is_run_dir(self.path):
+            raise RunFormatError(f"no {fmt.META_FILE} in {self.path}: not a traindoc run (or it is still starting)")
+
+    # ---- reading --------------------------------------------------------------------
+    def poll(self) -> int:
+        """Read what was appended since the last poll. Returns the number of new records."""
+        self._read_meta()
+        self._read_keys()
+        new = []
+        retry = self._pending_unknown  # records whose key was not yet known last time
+        self._pending_unknown = []
+        for seg_path in sorted(glob.glob(os.path.join(self.path, fmt.SEGMENT_GLOB))):
+            seg = self._segments.setdefault(seg_path, _Segment(seg_path))
+            arr = self._read_segment(seg)
+            if arr is not None and len(arr):
+                new.append(arr)
+        if not new and not retry:
+            return 0
+        arr = np.concatenate(retry + new)
+        known = np.isin(arr["key"], np.fromiter(self.keys.keys(), dtype=np.uint32, count=len(self.keys)))
+        if not known.all():
+            # keys.jsonl is written before the records, so an unknown key is a copy that
+            # lags (one more poll) or corruption (counted).
+            n_retry = sum(len(r) for r in retry)
+            unknown_old = ~known[:n_retry]
+            self.corrupt_records += int(unknown_old.sum())
+            fresh = np.zeros(len(arr), dtype=bool)
+            fresh[n_retry:] = ~known[n_retry:]
+            if fresh.any():
+                self._pending_unknown.append(arr[fresh])
+            arr = arr[known]
+        if len(arr):
+            self._chunks.append(arr)
+            self._frame = None
+        return int(len(arr))
+
+    def _read_meta(self) -> None:
+        p = os.path.join(self.path, fmt.META_FILE)
+        try:
+            with open(p, "rb") as f:
+                meta = json.loads(f.read().decode("utf-8"))
+        except (OSError, ValueError) as exc:
+            if self.meta:  # keep the last good copy; meta.json is replaced atomically
+                return
+            raise RunFormatError(f"unreadable {fmt.META_FILE} in {self.path}: {exc}") from None
+        if not isinstance(meta, dict):
+            raise RunFormatError(f"{fmt.META_FILE} in {self.path} is not a JSON object")
+        version = meta.get("schema_version")
+        if not isinstance(version, int) or version > fmt.SCHEMA_VERSION:
+            raise RunFormatError(
+                f"{self.path} has schema version {version!r}; this traindoc reads up to "
+                f"{fmt.SCHEMA_VERSION}: upgrade traindoc")
+        self.meta = meta
+
+    def _read_keys(self) -> None:
+        p = os.path.join(self.path, fmt.KEYS_FILE)
+        try:
+            with open(p, "rb") as f:
+                f.seek(self._keys_offset)
+                data = f.read()
+        except OSError:
+            return
+        end = data.rfind(b"\n") + 1  # a line without its newline is not finished yet
+        for line in data[:end].splitlines():
+            try:
+                obj = json.loads(line.decode("utf-8"))
+                self.keys[int(obj["id"])] = str(obj["key"])
+            except (ValueError, KeyError, TypeError, UnicodeDecodeError):
+                self.corrupt_records += 1
+        self._keys_offset += end
+
+    def _read_segment(self, seg: _Segment):
+        try:
+            with open(seg.path, "rb") as f:
+                if seg.offset == 0:
+                    head = f.read(fmt.HEADER_SIZE)
+                    if len(head) < fmt.HEADER_SIZE:
+                        return None  # header not written yet
+                    magic, version, size = fmt.HEADER.unpack(head)
+                    if magic != fmt.MAGIC or size != fmt.RECORD_SIZE:
+                        raise RunFormatError(f"{seg.path}: not a traindoc scalar segment")
+                    if version > fmt.SCHEMA_VERSION:
+                        raise RunFormatError(f"{seg.path}: schema version {version} is newer than this traindoc")
+                    seg.offset = fmt.HEADER_SIZE
+                f.seek(seg.offset)
+                data = f.read()
+        except OSError:
+            return None
+        n = len(data) // fmt.RECORD_SIZE
+        if n == 0:
+            return None
+        seg.offset += n * fmt.RECORD_SIZE
+        arr = np.frombuffer(data, dtype=RECORD_DTYPE, count=n)
+        good = _check_ok(data, n)
+        if not good.all():
+            self.corrupt_records += int((~good).sum())
+            arr = arr[good]
+        return arr
+
+    # ---- results --------------------------------------------------------------------
+    @property
+    def frame(self) -> pd.DataFrame:
+        """All records so far: columns step, wall, key (categorical), value."""
+        if self._frame is None:
+            if self._chunks:
+                arr = np.concatenate(self._chunks) if len(self._chunks) > 1 else self._chunks[0]
+                self._chunks = [arr]
+            else:
+                arr = np.zeros(0, dtype=RECORD_DTYPE)
+            ids = sorted(self.keys)
+            cats = pd.Categorical.from_codes(
+                np.searchsorted(np.asarray(ids, dtype=np.int64), arr["key"].astype(np.int64)),
+                categories=[self.keys[i] for i in ids]) if ids else pd.Categorical([])
+            self._frame = pd.DataFrame({"step": arr["step"], "wall": arr["wall"], "key": cats,
+                                        "value": arr["value"]})
+        return self._frame
+
+    def series(self) -> "RunSeries":
+        """The run's series, keyed by name."""
+        return RunSeries.from_frame(self.frame, self.meta, self.path)
+
+
+def _check_ok(data: bytes, n: int) -> np.ndarray:
+    words = np.frombuffer(data, dtype="<u4", count=n * 8).reshape(n, 8)
+    acc = np.bitwise_xor.reduce(words[:, :7], axis=1) ^ np.uint32(fmt.CHECK_SALT)
+    return acc == words[:, 7]
+
+
+@dataclass
+class RunSeries:
+    """A run as named series: what the rules and the app work on.
+
+    `get(key)` returns a float Series indexed by step, sorted, last value kept
+    where a step was written twice. `keys` lists what the run has.
+    """
+
+    name: str
+    path: str
+    meta: dict
+    _data: dict
+
+    @classmethod
+    def from_frame(cls, frame: pd.DataFrame, meta: dict, path: str) -> "RunSeries":
+        """Split a long frame (step, wall, key, value) into per-key series."""
+        data = {}
+        if len(frame):
+            codes = frame["key"].cat.codes.to_numpy()
+            order = np.argsort(codes, kind="stable")
+            sc = codes[order]
+            bounds = np.flatnonzero(np.diff(sc)) + 1
+            starts = np.concatenate([[0], bounds])
+            ends = np.concatenate([bounds, [len(sc)]])
+            steps = frame["step"].to_numpy()[order]
+            values = frame["value"].to_numpy()[order]
+            walls = frame["wall"].to_numpy()[order]
+            cats = frame["key"].cat.categories
+            for a, b in zip(starts, ends):
+                data[cats[sc[a]]] = (steps[a:b], values[a:b], walls[a:b])
+        name = str(meta.get("name") or os.path.basename(os.path.normpath(path)))
+        return cls(name=name, path=path, meta=meta, _data=data)
+
+    @classmethod
+    def from_dict(cls, name: str, series: dict, meta: dict | None = None, path: str = "") -> "RunSeries":
+        """Build from {key: pandas Series indexed by step} (used by other readers and tests)."""
+        data = {}
+        for k, s in series.items():
+            steps = np.asarray(s.index, dtype=np.int64)
+            data[k] = (steps, np.asarray(s.to_numpy(), dtype=float), np.full(len(steps), np.nan))
+        return cls(name=name, path=path, meta=dict(meta or {}), _data=data)
+
+    @property
+    def keys(self) -> list[str]:
+        """Names of the series this run has."""
+        return sorted(self._data)
+
+    def has(self, key: str) -> bool:
+        """True if the run has a non-empty series `key`."""
+        return key in self._data and len(self._data[key][0]) > 0
+
+    def get(self, key: str) -> pd.Series:
+        """Series `key` indexed by step (empty float Series if absent)."""
+        if key not in self._data:
+            return pd.Series(dtype=float, name=key)
+        steps, values, _ = self._data[key]
+        s = pd.Series(values, index=pd.Index(steps, name="step"), name=key)
+        if not s.index.is_monotonic_increasing:
+            s = s.sort_index(kind="stable")
+        if s.index.has_duplicates:
+            s = s[~s.index.duplicated(keep="last")]
+        return s
+
+    def walls(self, key: str) -> pd.Series:
+        """Wall times of series `key`, indexed by step."""
+        if key not in self._data:
+            return pd.Series(dtype=float, name=key)
+        steps, _, walls = self._data[key]
+        return pd.Series(walls, index=pd.Index(steps, name="step"), name=key).sort_index(kind="stable")
+
+    def with_prefix(self, prefix: str) -> list[str]:
+        """Keys that start with `prefix`."""
+        return [k for k in self.keys if k.startswith(prefix)]
+
+    @property
+    def last_step(self) -> int:
+        """Largest step seen in any series (0 if none)."""
+        return max((int(v[0].max()) for v in self._data.values() if len(v[0])), default=0)
+
+
+def read_run(path: str) -> RunSeries:
+    """Load a whole run folder."""
+    r = RunReader(path)
+    r.poll()
+    return r.series()
