@@ -23,6 +23,7 @@ from .meta import initial_meta
 from .ratios import UpdateRatios
 from .writer import Deferred, RunWriter
 
+_HPARAMS = (fmt.LR_PREFIX, fmt.MOMENTUM_PREFIX, fmt.BETA1_PREFIX, fmt.BETA2_PREFIX)
 _NAME_OK = re.compile(r"[^A-Za-z0-9._+=@-]+")
 
 
@@ -67,7 +68,7 @@ class Run:
         self._device: torch.device | None = None
         self._window_carry = None  # stats already taken into the epoch, still owed to the window
         self._epoch_stats = None
-        self._last_hparams: dict[tuple, tuple] = {}
+        self._last_hparams: dict[tuple, object] = {}
         self._rank, self._world = _dist_rank()
         self._num_classes = num_classes
 
@@ -199,26 +200,31 @@ class Run:
         return post_hook
 
     def _record_hparams(self, index: int, optimizer) -> None:
-        """LR, momentum and betas of every group, written only when they change."""
+        """LR, momentum and betas of every group, each written only when it changes."""
         prefix = "" if index == 0 else f"opt{index}/"
+        last = self._last_hparams
         now = None
         for j, group in enumerate(optimizer.param_groups):
-            lr = group.get("lr")
             betas = group.get("betas")
-            momentum = group.get("momentum")
-            current = (lr, momentum, betas)
-            if self._last_hparams.get((index, j)) == current:
-                continue
-            self._last_hparams[(index, j)] = current
-            now = now or time.time()
-            pg = f"{prefix}pg{j}"
-            if lr is not None:
-                self._put_value(fmt.LR_PREFIX + pg, lr, now)
-            if momentum is not None:
-                self._put_value(fmt.MOMENTUM_PREFIX + pg, momentum, now)
-            if betas is not None:
-                self._put_value(fmt.BETA1_PREFIX + pg, betas[0], now)
-                self._put_value(fmt.BETA2_PREFIX + pg, betas[1], now)
+            values = (group.get("lr"), group.get("momentum"),
+                      betas[0] if betas else None, betas[1] if betas else None)
+            for name, value in zip(_HPARAMS, values):
+                if value is None:
+                    continue
+                if isinstance(value, torch.Tensor):  # tensor LR (capturable/fused optimizers)
+                    if value.device.type == "cpu":
+                        value = float(value)
+                    elif self.step % self.log_every == 0:  # comparing on device would sync
+                        self._put_value(f"{name}{prefix}pg{j}", value, time.time())
+                        continue
+                    else:
+                        continue
+                key = (index, j, name)
+                if key in last and last[key] == value:
+                    continue
+                last[key] = value
+                now = now or time.time()
+                self._put_value(f"{name}{prefix}pg{j}", value, now)
 
     # ---- windows --------------------------------------------------------------------
     def _log_accuracy(self, output: torch.Tensor, target: torch.Tensor) -> None:

@@ -1,0 +1,39 @@
+"""Shared helpers: tiny real models and data made on the fly (nothing downloaded)."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if ROOT not in sys.path:
+    sys.path.insert(0, ROOT)
+
+
+def blobs(n: int = 512, dim: int = 10, classes: int = 3, seed: int = 0):
+    """Gaussian blobs: a small, learnable classification problem."""
+    import torch
+
+    g = torch.Generator().manual_seed(seed)
+    centers = torch.randn(classes, dim, generator=g) * 2.0
+    y = torch.randint(0, classes, (n,), generator=g)
+    x = centers[y] + torch.randn(n, dim, generator=g)
+    return x, y
+
+
+def mlp(dim: int = 10, hidden: int = 32, classes: int = 3, seed: int = 0):
+    """A two-layer MLP with a fixed init."""
+    import torch
+
+    torch.manual_seed(seed)
+    return torch.nn.Sequential(torch.nn.Linear(dim, hidden), torch.nn.ReLU(), torch.nn.Linear(hidden, classes))
+
+
+@pytest.fixture
+def root(tmp_path):
+    """A fresh root folder for runs."""
+    p = tmp_path / "runs"
+    p.mkdir()
+    return str(p)

@@ -1,0 +1,231 @@
+"""Every statistic the collector records, checked against plain torch on a real loop."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import collector
+from traindoc.reader import read_run
+from tests.conftest import blobs, mlp
+
+
+def _train(root, opt_factory, steps=60, log_every=10, ratio_every=1, sched_factory=None, batch=32, seed=0,
+           after_step=True):
+    """Train on blobs; return (run series, per-step losses, per-step correct, lrs used, true ratios)."""
+    x, y = blobs(seed=seed)
+    model = mlp(seed=seed)
+    opt = opt_factory(model)
+    sched = sched_factory(opt) if sched_factory else None
+    run = collector.attach(model, opt, root=root, name="r", log_every=log_every, ratio_every=ratio_every)
+    losses, corrects, lrs, ratios = [], [], [], []
+    names = [n for n, _ in model.named_parameters()]
+    for i in range(steps):
+        xb, yb = x[(i * batch) % 480:][:batch], y[(i * batch) % 480:][:batch]
+        out = model(xb)
+        loss = F.cross_entropy(out, yb)
+        if not after_step:
+            run.log_train(loss, output=out, target=yb)
+        opt.zero_grad()
+        loss.backward()
+        before = [p.detach().clone() for p in model.parameters()]
+        lrs.append([g["lr"] for g in opt.param_groups])
+        opt.step()
+        ratios.append({n: ((p.detach() - b).norm() / b.norm()).item()
+                       for n, p, b in zip(names, model.parameters(), before)})
+        if after_step:
+            run.log_train(loss, output=out, target=yb)
+        if sched:
+            sched.step()
+        losses.append(loss.item())
+        corrects.append((out.argmax(-1) == yb).sum().item())
+    run.close()
+    return read_run(run.path), losses, corrects, lrs, ratios
+
+
+@pytest.mark.parametrize("after_step", [True, False])
+def test_window_mean_var_min_max_count(root, after_step):
+    s, losses, corrects, _, _ = _train(root, lambda m: torch.optim.SGD(m.parameters(), lr=0.05),
+                                       steps=55, log_every=10, after_step=after_step)
+    mean = s.get("train/loss/mean")
+    assert list(mean.index) == [10, 20, 30, 40, 50, 55]  # the last, partial window is closed at close()
+    for end in mean.index:
+        start = (end - 1) // 10 * 10
+        window = torch.tensor(losses[start:end], dtype=torch.float64)
+        assert s.get("train/loss/count")[end] == len(window)
+        assert mean[end] == pytest.approx(window.mean().item(), rel=1e-6)
+        assert s.get("train/loss/var")[end] == pytest.approx(window.var(unbiased=False).item(), rel=1e-5)
+        assert s.get("train/loss/min")[end] == pytest.approx(window.min().item(), rel=1e-6)
+        assert s.get("train/loss/max")[end] == pytest.approx(window.max().item(), rel=1e-6)
+        assert s.get("train/acc")[end] == pytest.approx(sum(corrects[start:end]) / (32 * len(window)))
+
+
+def test_epoch_windows_span_step_windows(root):
+    x, y = blobs()
+    model = mlp()
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    run = collector.attach(model, opt, root=root, name="ep", log_every=7)
+    per_epoch = []
+    for epoch in range(3):
+        ls = []
+        for i in range(12):  # epochs of 12 steps do not line up with windows of 7
+            out = model(x[i * 32:(i + 1) * 32])
+            loss = F.cross_entropy(out, y[i * 32:(i + 1) * 32])
+            opt.zero_grad(); loss.backward(); opt.step()
+            run.log_train(loss)
+            ls.append(loss.item())
+        run.end_epoch()
+        per_epoch.append(ls)
+    run.close()
+    s = read_run(run.path)
+    assert list(s.get("epoch")) == [1.0, 2.0, 3.0]
+    em = s.get("train_epoch/loss/mean")
+    assert list(em.index) == [12, 24, 36]
+    for e, ls in enumerate(per_epoch):
+        t = torch.tensor(ls, dtype=torch.float64)
+        assert em.iloc[e] == pytest.approx(t.mean().item(), rel=1e-6)
+        assert s.get("train_epoch/loss/var").iloc[e] == pytest.approx(t.var(unbiased=False).item(), rel=1e-5)
+    # step windows still hold every loss exactly once
+    assert s.get("train/loss/count").sum() == 36
+
+
+@pytest.mark.parametrize("opt_name", ["sgd", "adam"])
+def test_update_ratios_match_actual_weight_change(root, opt_name):
+    factory = {
+        "sgd": lambda m: torch.optim.SGD(m.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-3),
+        "adam": lambda m: torch.optim.Adam(m.parameters(), lr=3e-3),
+    }[opt_name]
+    s, _, _, _, ratios = _train(root, factory, steps=20, ratio_every=4)
+    w = s.get("update_ratio/0.weight")
+    assert list(w.index) == [1, 4, 8, 12, 16, 20]  # step 1, then every 4th
+    for step in w.index:
+        for name in ("0.weight", "2.weight", "2.bias"):
+            assert s.get("update_ratio/" + name)[step] == pytest.approx(ratios[step - 1][name], rel=1e-4)
+
+
+def test_global_ratio_is_norm_of_all_updates(root):
+    s, _, _, _, _ = _train(root, lambda m: torch.optim.SGD(m.parameters(), lr=0.1), steps=3, ratio_every=1)
+    assert s.has("update_ratio/_global")
+    assert (s.get("update_ratio/_global") > 0).all()
+
+
+def test_lr_one_cycle_and_warmup_exact(root):
+    def sched(opt):
+        return torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=[0.1, 0.01], total_steps=40)
+
+    def opt(m):
+        return torch.optim.SGD([{"params": m[0].parameters(), "lr": 0.1},
+                                {"params": m[2].parameters(), "lr": 0.01}], lr=0.1, momentum=0.9)
+
+    s, _, _, lrs, _ = _train(root, opt, steps=40, sched_factory=sched)
+    for g in range(2):
+        recorded = s.get(f"lr/pg{g}")
+        full = recorded.reindex(range(1, 41)).ffill()
+        assert full.tolist() == [lr[g] for lr in lrs]  # exactly, not approximately
+    # one-cycle also cycles momentum
+    assert s.get("momentum/pg0").nunique() > 10
+
+
+def test_adam_betas_and_lambda_warmup(root):
+    def sched(opt):
+        return torch.optim.lr_scheduler.LambdaLR(opt, lambda k: min(1.0, (k + 1) / 10))
+
+    s, _, _, lrs, _ = _train(root, lambda m: torch.optim.AdamW(m.parameters(), lr=1e-3, betas=(0.8, 0.95)),
+                             steps=25, sched_factory=sched)
+    lr = s.get("lr/pg0").reindex(range(1, 26)).ffill()
+    assert lr.tolist() == [x[0] for x in lrs]
+    assert s.get("beta1/pg0").tolist() == [0.8]
+    assert s.get("beta2/pg0").tolist() == [0.95]
+
+
+def test_nan_and_inf_losses_are_recorded_not_dropped(root):
+    model = mlp()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    run = collector.attach(model, opt, root=root, name="nan", log_every=2)
+    values = [1.0, float("nan"), 2.0, float("inf")]
+    for v in values:
+        opt.step()
+        run.log_train(torch.tensor(v))
+    run.close()
+    s = read_run(run.path)
+    assert math.isnan(s.get("train/loss/mean")[2])
+    assert s.get("train/loss/nonfinite")[2] == 1
+    assert math.isinf(s.get("train/loss/mean")[4])
+    assert s.get("train/loss/nonfinite")[4] == 1
+    assert s.get("train/loss/min")[4] == 2.0
+
+
+def test_accuracy_with_ignore_index_and_sequences(root):
+    model = torch.nn.Linear(4, 5)
+    opt = torch.optim.SGD(model.parameters(), lr=0.0)
+    run = collector.attach(model, opt, root=root, name="seq", log_every=1, ignore_index=-100)
+    logits = torch.tensor([[[9., 0, 0, 0, 0], [0, 9., 0, 0, 0], [0, 0, 9., 0, 0]]])  # predicts 0,1,2
+    target = torch.tensor([[0, 3, -100]])
+    opt.step()
+    run.log_train(torch.tensor(1.0), output=logits, target=target)
+    run.close()
+    s = read_run(run.path)
+    assert s.get("train/acc")[1] == 0.5  # one of the two counted tokens is right
+    assert s.meta["num_classes"] == 5
+
+
+def test_val_and_custom_scalars_on_the_step_axis(root):
+    model = mlp()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    run = collector.attach(model, opt, root=root, name="val", log_every=5)
+    for _ in range(7):
+        opt.step()
+    run.log_val(loss=torch.tensor(0.7), accuracy=0.8, f1=torch.tensor([0.5, 0.7]))
+    run.log({"grad_norm": 3.5, "temperature": torch.tensor(0.9)}, step=3)
+    run.close()
+    s = read_run(run.path)
+    assert s.get("val/loss").to_dict() == {7: pytest.approx(0.7)}
+    assert s.get("val/acc").to_dict() == {7: pytest.approx(0.8)}
+    assert s.get("val/f1").to_dict() == {7: pytest.approx(0.6)}
+    assert s.get("custom/grad_norm").to_dict() == {3: 3.5}
+    assert s.get("custom/temperature").to_dict() == {3: pytest.approx(0.9)}
+
+
+def test_metadata(root):
+    model = mlp()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    with collector.attach(model, opt, root=root, name="meta run!", config={"lr": 0.1, "tags": ["a"]},
+                          num_classes=3) as run:
+        opt.step()
+    s = read_run(run.path)
+    m = s.meta
+    assert run.name == "meta_run"
+    assert m["status"] == "finished" and m["end_time"] >= m["start_time"]
+    assert m["config"] == {"lr": 0.1, "tags": ["a"]}
+    assert m["num_params"] == sum(p.numel() for p in model.parameters())
+    assert m["num_classes"] == 3 and m["device"] == "cpu" and m["torch_version"] == torch.__version__
+    assert m["schema_version"] == 1 and m["host"]
+
+
+def test_exception_inside_context_marks_crashed(root):
+    model = mlp()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    with pytest.raises(RuntimeError):
+        with collector.attach(model, opt, root=root, name="boom") as run:
+            raise RuntimeError("diverged")
+    m = read_run(run.path).meta
+    assert m["status"] == "crashed" and "diverged" in m["end_reason"]
+
+
+def test_hooks_removed_on_close(root):
+    model = mlp()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    run = collector.attach(model, opt, root=root, name="h")
+    run.close()
+    assert not opt._optimizer_step_pre_hooks and not opt._optimizer_step_post_hooks
+
+
+def test_bad_arguments_rejected_clearly(root):
+    model = mlp()
+    with pytest.raises(TypeError, match="optimizer"):
+        collector.attach(model, object(), root=root)
+    with pytest.raises(ValueError, match="log_every"):
+        collector.attach(model, torch.optim.SGD(model.parameters(), lr=0.1), root=root, log_every=0)
