@@ -22,8 +22,14 @@ class UpdateRatios:
         self._names = names
         self._steps = [0] * len(optimizers)
         self._snap: dict[int, tuple] = {}
+        self._cache: dict[int, tuple] = {}
 
     def _params(self, index: int) -> tuple[list, list[str]]:
+        groups = self.optimizers[index].param_groups
+        sig = tuple(len(g["params"]) for g in groups)  # groups can be added mid-run
+        cached = self._cache.get(index)
+        if cached is not None and cached[0] == sig:
+            return cached[1], cached[2]
         params, keys = [], []
         for g, group in enumerate(self.optimizers[index].param_groups):
             for k, p in enumerate(group["params"]):
@@ -32,6 +38,7 @@ class UpdateRatios:
                 params.append(p)
                 name = self._names.get(id(p)) or f"opt{index}.pg{g}.{k}"
                 keys.append(fmt.RATIO_PREFIX + name)
+        self._cache[index] = (sig, params, keys)
         return params, keys
 
     def sampled(self, index: int) -> bool:

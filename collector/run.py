@@ -65,9 +65,12 @@ class Run:
         self._corrects: list = []
         self._total = 0
         self._masked_totals: list = []
+        self._stash: list = []  # (output, target) kept by reference until the window closes
+        self._stash_numel = 0
+        self.stash_limit = 1 << 22  # output elements per window (16 MB of fp32 logits)
         self._device: torch.device | None = None
-        self._window_carry = None  # stats already taken into the epoch, still owed to the window
-        self._epoch_stats = None
+        self._window_carry: list = []  # parts already taken into the epoch, still owed to the window
+        self._epoch_parts: list = []  # window parts of the current epoch, merged at end_epoch
         self._last_hparams: dict[tuple, object] = {}
         self._rank, self._world = _dist_rank()
         self._num_classes = num_classes
@@ -86,9 +89,10 @@ class Run:
         names = _param_names(model)
         self._ratios = UpdateRatios(optimizers, names, ratio_every) if (ratio_every and self._rank == 0) else None
         self._handles = []
+        self._pre_handles: dict[int, Any] = {}  # armed only before sampled steps
         for i, opt in enumerate(optimizers):
-            self._handles.append(opt.register_step_pre_hook(self._make_pre_hook(i)))
             self._handles.append(opt.register_step_post_hook(self._make_post_hook(i)))
+            self._arm_pre_hook(i)
         lifecycle.register(self)
 
     # ---- public API -----------------------------------------------------------------
@@ -104,16 +108,19 @@ class Run:
         try:
             if self._offset is None:
                 self._offset = 1 if self.step == 0 else 0
-            t = loss.detach() if isinstance(loss, torch.Tensor) else torch.tensor(float(loss))
-            if t.numel() != 1:
-                t = t.float().mean()
+            if isinstance(loss, torch.Tensor):
+                t = loss.detach()
+                if t.dim():
+                    t = t.reshape(()) if t.numel() == 1 else t.float().mean()
+            else:
+                t = torch.tensor(float(loss))
             if divided_by != 1:
                 t = t * divided_by
             if self._device is None:
                 self._device = t.device
-            self._losses.append(t.reshape(()))
-            if output is not None and target is not None:
-                self._log_accuracy(output.detach(), target.detach())
+            self._losses.append(t)
+            if target is not None and output is not None:
+                self._log_accuracy(output, target)
         except Exception as exc:
             self._warn("log_train:" + type(exc).__name__, f"traindoc: log_train failed: {exc!r}")
 
@@ -136,9 +143,8 @@ class Run:
             return
         try:
             self._fold_into_epoch()
-            if self._epoch_stats is not None:
-                self._emit_stats(self._reduce(self._epoch_stats), fmt.LOSS_EPOCH, fmt.TRAIN_ACC_EPOCH)
-            self._epoch_stats = None
+            self._emit_stats(self._reduce(stats.merge(self._epoch_parts)), fmt.LOSS_EPOCH, fmt.TRAIN_ACC_EPOCH)
+            self._epoch_parts = []
             self.epoch += 1
             self._put((fmt.EPOCH, self.step, time.time(), float(self.epoch)))
         except Exception as exc:
@@ -153,9 +159,9 @@ class Run:
         except Exception as exc:
             self._warn("close", f"traindoc: could not close the last window: {exc!r}")
         self.closed = True
-        for h in self._handles:
+        for h in self._handles + list(self._pre_handles.values()):
             h.remove()
-        self._handles = []
+        self._handles, self._pre_handles = [], {}
         lifecycle.unregister(self)
         if self._writer is not None:
             final = {"status": status, "end_time": time.time(), "steps": self.step, "epochs": self.epoch}
@@ -171,13 +177,20 @@ class Run:
                    reason=None if exc_type is None else f"{exc_type.__name__}: {exc}")
 
     # ---- hooks ----------------------------------------------------------------------
+    def _arm_pre_hook(self, index: int) -> None:
+        """Register the snapshot hook if the next step of optimizer `index` is sampled, else drop it."""
+        want = self._ratios is not None and self._ratios.sampled(index)
+        handle = self._pre_handles.get(index)
+        if want and handle is None:
+            self._pre_handles[index] = self.optimizers[index].register_step_pre_hook(self._make_pre_hook(index))
+        elif not want and handle is not None:
+            handle.remove()  # from the post hook: the pre-hook dict is not being iterated now
+            del self._pre_handles[index]
+
     def _make_pre_hook(self, index: int):
         def pre_hook(optimizer, args, kwargs):
             try:
-                if index == 0 and self._offset == 0 and self.step and self.step % self.log_every == 0:
-                    self._close_window()  # losses of the last step arrived after it
-                if self._ratios is not None:
-                    self._ratios.before_step(index)
+                self._ratios.before_step(index)
             except Exception as exc:
                 self._warn("pre_hook:" + type(exc).__name__, f"traindoc: step hook failed: {exc!r}")
         return pre_hook
@@ -193,8 +206,12 @@ class Run:
                     if sampled is not None:
                         keys, vec = sampled
                         self._defer(vec, lambda vals, keys=keys: list(zip(keys, vals)))
-                if index == 0 and self._offset == 1 and self.step % self.log_every == 0:
-                    self._close_window()
+                    self._arm_pre_hook(index)
+                if index == 0:
+                    if self._offset == 1 and self.step % self.log_every == 0:
+                        self._close_window(self.step)  # logged before step(): this step's losses are in
+                    elif self._offset == 0 and self.step > 1 and (self.step - 1) % self.log_every == 0:
+                        self._close_window(self.step - 1)  # logged after step(): the previous step's are in
             except Exception as exc:
                 self._warn("post_hook:" + type(exc).__name__, f"traindoc: step hook failed: {exc!r}")
         return post_hook
@@ -205,9 +222,12 @@ class Run:
         last = self._last_hparams
         now = None
         for j, group in enumerate(optimizer.param_groups):
-            betas = group.get("betas")
-            values = (group.get("lr"), group.get("momentum"),
-                      betas[0] if betas else None, betas[1] if betas else None)
+            fast = (group.get("lr"), group.get("momentum"), group.get("betas"))
+            if not isinstance(fast[0], torch.Tensor) and last.get((index, j)) == fast:
+                continue  # nothing changed since the last step: the usual case
+            last[(index, j)] = fast
+            betas = fast[2]
+            values = (fast[0], fast[1], betas[0] if betas else None, betas[1] if betas else None)
             for name, value in zip(_HPARAMS, values):
                 if value is None:
                     continue
@@ -228,14 +248,25 @@ class Run:
 
     # ---- windows --------------------------------------------------------------------
     def _log_accuracy(self, output: torch.Tensor, target: torch.Tensor) -> None:
-        if target.is_floating_point() and target.shape == output.shape and output.shape[-1] > 1:
-            target = target.argmax(-1)  # soft or one-hot labels
-        if output.dim() == target.dim() + 1 and output.shape[-1] > 1:
-            pred = output.argmax(-1)
+        # Small outputs are kept by reference and scored in one batched op when the
+        # window closes (a handful of ops per window instead of three per step);
+        # large ones (LM logits) are scored now so that no window holds them.
+        n = output.numel()
+        if self._stash_numel + n <= self.stash_limit and output.dim() == target.dim() + 1:
+            self._stash.append((output.detach(), target))
+            self._stash_numel += n
+        else:
+            self._score(output, target)
+
+    def _score(self, output: torch.Tensor, target: torch.Tensor) -> None:
+        """Append the correct count (device tensor) of one batch; argmax carries no graph."""
+        if output.dim() == target.dim() + 1 and not target.is_floating_point():
+            pred = output.argmax(-1)  # the common case: class logits and class indices
             if self._num_classes is None:
-                self._num_classes = int(output.shape[-1])
-                if self._writer is not None and self._writer.meta.get("num_classes") is None:
-                    self._writer.meta["num_classes"] = self._num_classes
+                self._note_classes(output.shape[-1])
+        elif target.is_floating_point() and target.shape == output.shape and output.shape[-1] > 1:
+            pred, target = output.argmax(-1), target.argmax(-1)  # soft or one-hot labels
+            self._note_classes(output.shape[-1])
         else:  # one logit per sample: binary classification
             pred = (output.reshape(target.shape) > 0).to(target.dtype)
         self._corrects.append(pred.eq(target).sum())
@@ -244,34 +275,64 @@ class Run:
         else:  # pred never equals ignore_index, so only the denominator needs the mask
             self._masked_totals.append(target.ne(self.ignore_index).sum())
 
+    def _score_stash(self) -> None:
+        """Score the stashed batches in one go: one cat, one argmax, one compare."""
+        stash, self._stash, self._stash_numel = self._stash, [], 0
+        if len(stash) == 1:
+            self._score(*stash[0])
+            return
+        try:
+            outs = torch.cat([o for o, _ in stash])  # batches of one shape: no per-batch views
+            tgts = torch.cat([t for _, t in stash])
+        except RuntimeError:  # mixed class counts, devices or dtypes: score batch by batch
+            for out, tgt in stash:
+                self._score(out, tgt)
+            return
+        self._score(outs, tgts)
+
+    def _note_classes(self, n: int) -> None:
+        if self._num_classes is None and n > 1:
+            self._num_classes = int(n)
+            if self._writer is not None and self._writer.meta.get("num_classes") is None:
+                self._writer.meta["num_classes"] = self._num_classes
+
     def _take_window(self):
         """Stats of the losses logged since the last take, as a device vector."""
-        v = stats.summarize(self._losses, self._corrects, self._total, self._masked_totals,
-                            self._device or torch.device("cpu"))
+        dev = self._device or torch.device("cpu")
+        if self._stash:
+            try:
+                self._score_stash()
+            except Exception as exc:  # e.g. logits on an unexpected device: lose accuracy, keep loss
+                self._warn("accuracy:" + type(exc).__name__, f"traindoc: could not score accuracy: {exc!r}")
+                self._corrects, self._total, self._masked_totals = [], 0, []
+        try:
+            v = stats.summarize(self._losses, self._corrects, self._total, self._masked_totals, dev)
+        except Exception as exc:
+            self._warn("window:" + type(exc).__name__, f"traindoc: dropped odd values from a window: {exc!r}")
+            v = stats.summarize([t for t in self._losses if t.device == dev], [], 0, [], dev)
         self._losses, self._corrects, self._total, self._masked_totals = [], [], 0, []
         return v
 
     def _fold_into_epoch(self) -> None:
         part = self._take_window()
-        self._window_carry = part if self._window_carry is None else stats.merge(self._window_carry, part)
-        self._epoch_stats = part if self._epoch_stats is None else stats.merge(self._epoch_stats, part)
+        self._window_carry.append(part)
+        self._epoch_parts.append(part)
 
-    def _close_window(self) -> None:
-        has_data = self._losses or self._corrects or self._window_carry is not None
+    def _close_window(self, step: int | None = None) -> None:
+        has_data = self._losses or self._corrects or self._stash or self._window_carry
         if not has_data and self._world == 1:
             return
         part = self._take_window()
-        self._epoch_stats = part if self._epoch_stats is None else stats.merge(self._epoch_stats, part)
-        if self._window_carry is not None:
-            part = stats.merge(self._window_carry, part)
-            self._window_carry = None
-        self._emit_stats(self._reduce(part), fmt.LOSS_WINDOW, fmt.TRAIN_ACC)
+        self._epoch_parts.append(part)
+        part = stats.merge(self._window_carry + [part])
+        self._window_carry = []
+        self._emit_stats(self._reduce(part), fmt.LOSS_WINDOW, fmt.TRAIN_ACC, step)
 
     def _reduce(self, v):
         return stats.all_reduce(v) if self._world > 1 else v
 
-    def _emit_stats(self, v, loss_prefix: str, acc_key: str) -> None:
-        self._defer(v, lambda vals: stats.expand(vals, loss_prefix, acc_key))
+    def _emit_stats(self, v, loss_prefix: str, acc_key: str, step: int | None = None) -> None:
+        self._defer(v, lambda vals: stats.expand(vals, loss_prefix, acc_key), step)
 
     # ---- output ---------------------------------------------------------------------
     def _log_values(self, values: Mapping[str, Any], step: int | None) -> None:

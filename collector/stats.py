@@ -36,14 +36,20 @@ def summarize(losses: list, corrects: list, total: int, device_totals: list,
     """
     dtype = stat_dtype(device)
     if losses:
-        x = torch.stack([t.to(device=device, dtype=dtype) for t in losses])
-        count = torch.full((), x.numel(), dtype=dtype, device=device)
-        parts = [count, x.sum(), (x * x).sum(), x.min(), x.max(), (~torch.isfinite(x)).sum().to(dtype)]
+        try:
+            x = torch.stack(losses).to(dtype)  # one op for the usual case: same device, same dtype
+        except RuntimeError:
+            x = torch.stack([t.to(device=device, dtype=dtype) for t in losses])
+        n = x.numel()
+        lo, hi = torch.aminmax(x)
+        finite = torch.isfinite(x).sum()
+        parts = [torch.full((), n, dtype=dtype, device=device), x.sum(), x.pow(2).sum(), lo, hi,
+                 (n - finite).to(dtype)]
     else:
         e = empty(device)
         parts = [e[COUNT], e[SUM], e[SUMSQ], e[MIN], e[MAX], e[NONFINITE]]
     if corrects:
-        correct = torch.stack([c.to(device) for c in corrects]).sum().to(dtype)
+        correct = (torch.stack(corrects) if len(corrects) > 1 else corrects[0]).sum().to(dtype)
     else:
         correct = torch.zeros((), dtype=dtype, device=device)
     total_t = torch.full((), total, dtype=dtype, device=device)
@@ -53,14 +59,13 @@ def summarize(losses: list, corrects: list, total: int, device_totals: list,
     return torch.stack(parts)
 
 
-def merge(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """Statistics of the union of two windows."""
-    return torch.cat([
-        a[COUNT:MIN] + b[COUNT:MIN],
-        torch.minimum(a[MIN:MIN + 1], b[MIN:MIN + 1]),
-        torch.maximum(a[MAX:MAX + 1], b[MAX:MAX + 1]),
-        a[NONFINITE:] + b[NONFINITE:],
-    ])
+def merge(parts: list) -> torch.Tensor:
+    """Statistics of the union of several windows (one stack, four reductions)."""
+    if len(parts) == 1:
+        return parts[0]
+    m = torch.stack(parts)
+    return torch.cat([m[:, COUNT:MIN].sum(0), m[:, MIN].min().reshape(1), m[:, MAX].max().reshape(1),
+                      m[:, NONFINITE:].sum(0)])
 
 
 def all_reduce(v: torch.Tensor) -> torch.Tensor:
