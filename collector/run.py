@@ -116,8 +116,9 @@ class Run:
                 t = torch.tensor(float(loss))
             if divided_by != 1:
                 t = t * divided_by
-            if self._device is None:
+            if self._device is None:  # the very first loss, for the initial-loss (ln C) check
                 self._device = t.device
+                self._defer(t.reshape(1), lambda vals: [(fmt.LOSS_FIRST, vals[0])])
             self._losses.append(t)
             if target is not None and output is not None:
                 self._log_accuracy(output, target)

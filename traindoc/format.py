@@ -36,6 +36,7 @@ STATUS_CRASHED = "crashed"
 # string literals of their own.
 LOSS_WINDOW = "train/loss"  # followed by /mean /var /min /max /count /nonfinite
 LOSS_EPOCH = "train_epoch/loss"
+LOSS_FIRST = "train/loss/first"  # the first logged batch loss, unaveraged
 TRAIN_ACC = "train/acc"
 TRAIN_ACC_EPOCH = "train_epoch/acc"
 EPOCH = "epoch"

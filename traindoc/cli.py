@@ -1,0 +1,93 @@
+"""`traindoc` command line: diagnose, serve, export-tb.
+
+Exit codes: 0 fine, 1 findings at or above --fail-on, 2 bad input.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+from .rules import SEVERITIES, severity_rank
+
+EXIT_OK, EXIT_FINDINGS, EXIT_BAD_INPUT = 0, 1, 2
+
+
+def _fail(msg: str) -> int:
+    print(f"traindoc: {msg}", file=sys.stderr)
+    return EXIT_BAD_INPUT
+
+
+def cmd_diagnose(args) -> int:
+    from .diagnose import InputError, diagnose_path
+
+    try:
+        reports = diagnose_path(args.path)
+    except InputError as exc:
+        return _fail(str(exc))
+    bad = [r for r in reports if r.error]
+    for r in bad:
+        print(f"traindoc: {r.path}: {r.error}", file=sys.stderr)
+    good = [r for r in reports if not r.error]
+    if args.json:
+        print(json.dumps({"runs": [r.to_dict() for r in good]}, indent=1))
+    else:
+        print(_table(good))
+    if bad:
+        return EXIT_BAD_INPUT
+    if args.fail_on:
+        limit = severity_rank(args.fail_on)
+        if any(severity_rank(f.severity) >= limit for r in good for f in r.findings):
+            return EXIT_FINDINGS
+    return EXIT_OK
+
+
+def _table(reports) -> str:
+    rows = [("run", "rule", "severity", "steps", "advice")]
+    for r in reports:
+        if not r.findings:
+            rows.append((r.name, "-", "ok", "", "no problems found"))
+        for f in r.findings:
+            rows.append((r.name, f.rule, f.severity, f"{f.steps[0]}-{f.steps[1]}", f.advice))
+    widths = [min(max(len(row[i]) for row in rows), 40) for i in range(4)]
+    lines = []
+    for k, row in enumerate(rows):
+        lines.append("  ".join(row[i].ljust(widths[i]) for i in range(4)) + "  " + row[4])
+        if k == 0:
+            lines.append("  ".join("-" * w for w in widths) + "  " + "-" * 6)
+    return "\n".join(lines)
+
+
+def cmd_serve(args) -> int:
+    from .serve import serve
+
+    return serve(args.root, host=args.host, port=args.port, headless=args.headless)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="traindoc", description="Training diagnostics for PyTorch runs.")
+    sub = p.add_subparsers(dest="command", required=True)
+    d = sub.add_parser("diagnose", help="run the rules on a run, or on every run under a folder")
+    d.add_argument("path")
+    d.add_argument("--json", action="store_true", help="machine-readable output")
+    d.add_argument("--fail-on", choices=SEVERITIES, help="exit 1 if any finding is at least this severe")
+    d.set_defaults(func=cmd_diagnose)
+    s = sub.add_parser("serve", help="open the dashboard on a folder of runs")
+    s.add_argument("root", nargs="?", default="runs")
+    s.add_argument("--host", default="127.0.0.1", help="address to bind (default: loopback only)")
+    s.add_argument("--port", type=int, default=8501)
+    s.add_argument("--headless", action="store_true", help="do not open a browser")
+    s.set_defaults(func=cmd_serve)
+    return p
+
+
+def main(argv=None) -> int:
+    """Entry point of the `traindoc` command."""
+    args = build_parser().parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

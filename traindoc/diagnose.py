@@ -1,0 +1,79 @@
+"""Find runs under a path and diagnose each one; bad runs are reported, not fatal."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+from .reader import RunFormatError, RunSeries, is_run_dir, read_run
+from .rules import DEFAULT, Finding, Thresholds, run_rules
+
+
+class InputError(Exception):
+    """The path given cannot be diagnosed at all (missing, a file, nothing in it)."""
+
+
+@dataclass
+class RunReport:
+    """One run's diagnosis, or the one-line reason it could not be read."""
+
+    name: str
+    path: str
+    findings: list = field(default_factory=list)
+    error: str | None = None
+
+    def to_dict(self) -> dict:
+        """The `--json` shape of one run."""
+        d = {"run": self.name, "path": self.path, "findings": [f.to_dict() for f in self.findings]}
+        if self.error:
+            d["error"] = self.error
+        return d
+
+
+def find_runs(path: str, max_depth: int = 4) -> list[str]:
+    """Run folders at or under `path`, sorted. Raises InputError for unusable paths."""
+    try:
+        os.fsencode(path)
+    except UnicodeError:
+        raise InputError(f"path is not valid text: {path!r}") from None
+    if not os.path.exists(path):
+        raise InputError(f"no such path: {path}")
+    if not os.path.isdir(path):
+        raise InputError(f"not a folder (give a run folder or a folder of runs): {path}")
+    if is_run_dir(path):
+        return [path]
+    found = []
+    base_depth = path.rstrip(os.sep).count(os.sep)
+    for dirpath, dirnames, _ in os.walk(path, followlinks=False):
+        dirnames.sort()
+        if is_run_dir(dirpath):
+            found.append(dirpath)
+            dirnames[:] = []  # a run's own folder holds no further runs
+        elif dirpath.count(os.sep) - base_depth >= max_depth:
+            dirnames[:] = []
+    if not found:
+        raise InputError(f"no traindoc runs under {path} (a run folder has a meta.json)")
+    return found
+
+
+def load(path: str) -> RunSeries:
+    """Read one run folder (TensorBoard logdirs join here later)."""
+    return read_run(path)
+
+
+def diagnose_path(path: str, cfg: Thresholds = DEFAULT) -> list[RunReport]:
+    """Diagnose every run under `path`. A run that cannot be read gets an error, the rest go on."""
+    reports = []
+    for run_path in find_runs(path):
+        name = os.path.relpath(run_path, path) if run_path != path else os.path.basename(os.path.normpath(path))
+        try:
+            run = load(run_path)
+            reports.append(RunReport(run.name, run_path, run_rules(run, cfg)))
+        except (RunFormatError, OSError, ValueError) as exc:
+            reports.append(RunReport(name, run_path, error=str(exc)))
+    return reports
+
+
+def findings_of(run: RunSeries, cfg: Thresholds = DEFAULT) -> list[Finding]:
+    """The rules' findings for an already loaded run."""
+    return run_rules(run, cfg)

@@ -1,0 +1,36 @@
+"""The training notes' rules as code: a registry of pure functions run -> findings.
+
+Each rule module has ID, NEEDS and check(run, cfg) -> list[Finding]; a rule whose
+inputs are missing returns []. No I/O, no global state.
+"""
+
+from __future__ import annotations
+
+from . import (early_decay, initial_loss, lr_too_high, lr_too_low, overfitting, train_longer, underfitting,
+               update_ratio)
+from .base import DEFAULT, SEVERITIES, Finding, Thresholds, severity_rank
+
+RULES = (lr_too_low, lr_too_high, early_decay, overfitting, underfitting, train_longer, initial_loss, update_ratio)
+RULE_IDS = tuple(r.ID for r in RULES)
+#: After a divergence the curves are no longer about fitting or schedules; these rules
+#: would only re-describe the blow-up, so they stay silent and the divergence speaks.
+MOOT_AFTER_DIVERGENCE = {lr_too_low.ID, early_decay.ID, overfitting.ID, underfitting.ID, train_longer.ID,
+                         update_ratio.ID}
+#: A too-low LR explains low, close accuracies and accuracies still rising at the end;
+#: the notes' order is to fix the LR first, so those two readings wait for that.
+EXPLAINED_BY = {lr_too_low.ID: {underfitting.ID, train_longer.ID}}
+
+
+def run_rules(run, cfg: Thresholds = DEFAULT) -> list[Finding]:
+    """Every rule's findings for one run, in registry order."""
+    out: list[Finding] = []
+    for rule in RULES:
+        out.extend(rule.check(run, cfg))
+    if any(f.rule == lr_too_high.ID and f.evidence.get("diverged") for f in out):
+        out = [f for f in out if f.rule not in MOOT_AFTER_DIVERGENCE]
+    fired = {f.rule for f in out}
+    hidden = set().union(*(EXPLAINED_BY.get(r, set()) for r in fired))
+    return [f for f in out if f.rule not in hidden]
+
+
+__all__ = ["DEFAULT", "RULES", "RULE_IDS", "SEVERITIES", "Finding", "Thresholds", "run_rules", "severity_rank"]

@@ -1,0 +1,156 @@
+"""Curve helpers shared by the rules: the loss curve with its noise, trends, LR cuts."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from traindoc import format as fmt
+from traindoc.reader import RunSeries
+
+#: Names other tools use for the same series (TensorBoard import maps onto ours first).
+TRAIN_LOSS_RAW = "train/loss"
+
+
+@dataclass
+class Curve:
+    """Window means of a noisy per-batch series, with their standard errors."""
+
+    steps: np.ndarray
+    mean: np.ndarray
+    se: np.ndarray  # standard error of each window mean (NaN where unknown)
+
+    def __len__(self) -> int:
+        return len(self.steps)
+
+    def after(self, step: float) -> "Curve":
+        """The part of the curve at or after `step`."""
+        k = self.steps >= step
+        return Curve(self.steps[k], self.mean[k], self.se[k])
+
+    def between(self, a: float, b: float) -> "Curve":
+        """The part of the curve with a <= step <= b."""
+        k = (self.steps >= a) & (self.steps <= b)
+        return Curve(self.steps[k], self.mean[k], self.se[k])
+
+    def value_at(self, step: float) -> float:
+        """Mean of the window that contains `step` (nearest at or after)."""
+        i = min(int(np.searchsorted(self.steps, step)), len(self.steps) - 1)
+        return float(self.mean[i])
+
+
+def loss_curve(run: RunSeries) -> Curve | None:
+    """The train loss as window means + standard errors.
+
+    Uses the collector's windows (mean, var, count) when present; otherwise builds
+    rolling windows from a per-step series (TensorBoard runs), so noise is known either way.
+    """
+    mean_key = fmt.LOSS_WINDOW + "/mean"
+    if run.has(mean_key):
+        m = run.get(mean_key)
+        var = run.get(fmt.LOSS_WINDOW + "/var").reindex(m.index)
+        cnt = run.get(fmt.LOSS_WINDOW + "/count").reindex(m.index)
+        se = np.sqrt(var.to_numpy() / cnt.clip(lower=1).to_numpy())
+        return Curve(m.index.to_numpy(), m.to_numpy(dtype=float), se)
+    if run.has(TRAIN_LOSS_RAW):
+        raw = run.get(TRAIN_LOSS_RAW)
+        return rolling_curve(raw)
+    return None
+
+
+def rolling_curve(raw: pd.Series, target_windows: int = 100) -> Curve:
+    """Group a per-step series into about `target_windows` windows of mean and SE."""
+    n = len(raw)
+    width = max(1, n // target_windows)
+    if width == 1:  # too few points to estimate noise per window: use neighbours' spread
+        vals = raw.to_numpy(dtype=float)
+        resid = np.abs(np.diff(vals)) / np.sqrt(2) if n > 1 else np.array([np.nan])
+        se = np.full(n, np.nanmedian(resid) if len(resid) else np.nan)
+        return Curve(raw.index.to_numpy(), vals, se)
+    groups = np.arange(n) // width
+    df = pd.DataFrame({"g": groups, "v": raw.to_numpy(dtype=float), "s": raw.index.to_numpy()})
+    agg = df.groupby("g").agg(mean=("v", "mean"), var=("v", "var"), cnt=("v", "size"), step=("s", "max"))
+    se = np.sqrt(agg["var"].to_numpy() / agg["cnt"].to_numpy())
+    return Curve(agg["step"].to_numpy(), agg["mean"].to_numpy(), se)
+
+
+def noise(c: Curve) -> float:
+    """Typical standard error of a window mean: recorded SE, or the scatter of neighbours."""
+    rec = np.nanmedian(c.se) if len(c) and np.isfinite(c.se).any() else np.nan
+    if len(c) > 2:
+        scatter = np.nanmedian(np.abs(np.diff(c.mean, 2))) / np.sqrt(6)  # second differences cancel trends
+    else:
+        scatter = np.nan
+    vals = [v for v in (rec, scatter) if np.isfinite(v)]
+    return float(max(vals)) if vals else 0.0
+
+
+def fitted_change(c: Curve) -> tuple[float, float]:
+    """(change over the segment by a least-squares line, its standard error)."""
+    if len(c) < 3:
+        return 0.0, float("inf")
+    x = c.steps.astype(float)
+    y = c.mean
+    A = np.vstack([x, np.ones_like(x)]).T
+    coef, *_ = np.linalg.lstsq(A, y, rcond=None)
+    slope = coef[0]
+    resid = y - A @ coef
+    s = max(np.sqrt(np.sum(resid ** 2) / max(len(x) - 2, 1)), noise(c))
+    se_slope = s / np.sqrt(np.sum((x - x.mean()) ** 2))
+    span = x[-1] - x[0]
+    return float(slope * span), float(se_slope * span)
+
+
+def lr_series(run: RunSeries) -> pd.Series | None:
+    """The main learning rate (first group of the first optimizer), if recorded."""
+    for key in (fmt.LR_PREFIX + "pg0", "lr"):
+        if run.has(key):
+            return run.get(key)
+    return None
+
+
+def lr_cuts(lr: pd.Series, last_step: int, factor: float, span_frac: float) -> list[tuple[int, int, float, float]]:
+    """Steps where the LR fell to `factor` or less of its value within `span_frac` of the run.
+
+    Returns (first step of the cut, step where it ends, LR before, LR after).
+    Warm-up ramps (rises) are ignored; smooth schedules are too slow to count.
+    """
+    if lr is None or len(lr) < 2:
+        return []
+    span = max(1, int(span_frac * max(last_step, 1)))
+    steps = lr.index.to_numpy()
+    vals = lr.to_numpy(dtype=float)
+    cuts = []
+    i = 1
+    while i < len(vals):
+        if vals[i] < vals[i - 1]:
+            j = i
+            while j + 1 < len(vals) and vals[j + 1] < vals[j] and steps[j + 1] - steps[i] < span:
+                j += 1
+            before, after = vals[i - 1], vals[j]
+            # the old value held until the step before steps[i] (series are written on change)
+            if before > 0 and after <= factor * before and steps[j] - steps[i] < span:
+                cuts.append((int(steps[i]), int(steps[j]), float(before), float(after)))
+            i = j + 1
+        else:
+            i += 1
+    return cuts
+
+
+def first_loss(run: RunSeries, c: Curve) -> float:
+    """The loss the run started from: the first batch if recorded, else the first window."""
+    s = series_or_none(run, fmt.LOSS_FIRST, TRAIN_LOSS_RAW)
+    v = float(s.iloc[0]) if s is not None else float("nan")
+    return v if np.isfinite(v) else float(c.mean[0])
+
+
+def series_or_none(run: RunSeries, *keys: str) -> pd.Series | None:
+    """The first of `keys` that the run has, without NaNs."""
+    for k in keys:
+        if run.has(k):
+            s = run.get(k).dropna()
+            if len(s):
+                return s
+    return None

@@ -1,0 +1,51 @@
+"""Train/validation accuracy at the end of a run, shared by underfitting and train_longer."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from traindoc import format as fmt
+
+from .base import Thresholds
+from .curves import series_or_none
+
+
+@dataclass
+class EndState:
+    """Where train and validation accuracy stand at the end, and how they still move."""
+
+    train_end: float
+    val_end: float
+    gap: float
+    train_rise: float  # accuracy gained over the last third of the run
+    val_rise: float
+    chance: float
+    first_step: int
+    last_step: int
+
+
+def _rise(s, start_step: float) -> float:
+    late = s[s.index >= start_step]
+    if len(late) < 2:
+        return 0.0
+    x = late.index.to_numpy(dtype=float)
+    slope = np.polyfit(x, late.to_numpy(dtype=float), 1)[0]
+    return float(slope * (x[-1] - x[0]))
+
+
+def end_state(run, cfg: Thresholds) -> EndState | None:
+    """None when the run lacks train or validation accuracy (the rules then stay silent)."""
+    ta = series_or_none(run, fmt.TRAIN_ACC, fmt.TRAIN_ACC_EPOCH)
+    va = series_or_none(run, fmt.VAL_ACC)
+    if ta is None or va is None or len(va) < 3 or len(ta) < 3:
+        return None
+    last = int(max(ta.index[-1], va.index[-1]))
+    n_tail = max(1, len(ta) // 10)
+    train_end = float(ta.iloc[-n_tail:].mean())
+    val_end = float(va.iloc[-min(2, len(va)):].mean())
+    c = run.meta.get("num_classes") or (run.meta.get("config") or {}).get("num_classes")
+    chance = 1.0 / c if isinstance(c, (int, float)) and c >= 2 else float(min(ta.iloc[0], va.iloc[0]))
+    return EndState(train_end, val_end, train_end - val_end, _rise(ta, 2 * last / 3), _rise(va, 2 * last / 3),
+                    chance, int(min(ta.index[0], va.index[0])), last)

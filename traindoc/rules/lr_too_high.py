@@ -1,0 +1,86 @@
+"""lr_too_high: the loss drops fast then stalls high or oscillates; or it explodes / goes NaN."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from traindoc import format as fmt
+
+from .base import Finding, Thresholds
+from .curves import Curve, first_loss, fitted_change, loss_curve, noise
+
+ID = "lr_too_high"
+NEEDS = ("train loss",)
+ADVICE = "Lower the learning rate (try 3x to 10x lower), or introduce LR decay."
+
+
+def check(run, cfg: Thresholds) -> list[Finding]:
+    """Divergence first (NaN/inf or a loss far above its start), then a noisy high stall."""
+    c = loss_curve(run)
+    if c is None or len(c) < 2:
+        return []
+    diverged = _diverged(run, c, cfg)
+    if diverged:
+        return [diverged]
+    if len(c) < cfg.min_windows:
+        return []
+    return _stall(c, cfg)
+
+
+def _diverged(run, c: Curve, cfg: Thresholds) -> Finding | None:
+    last = int(c.steps[-1])
+    bad = ~np.isfinite(c.mean)
+    nonfinite = run.get(fmt.LOSS_WINDOW + "/nonfinite")
+    if len(nonfinite) and (nonfinite > 0).any():
+        first_bad = int(nonfinite[nonfinite > 0].index[0])
+    elif bad.any():
+        first_bad = int(c.steps[np.argmax(bad)])
+    else:
+        first_bad = None
+    if first_bad is not None:
+        return Finding(ID, "error", (first_bad, last), {
+            "diverged": True, "first_nonfinite_step": first_bad,
+            "last_finite_loss": float(c.mean[np.isfinite(c.mean)][-1]) if np.isfinite(c.mean).any() else None,
+        }, "The loss diverged to NaN/inf: " + ADVICE[0].lower() + ADVICE[1:])
+    start = first_loss(run, c)
+    if start > 0:  # an explosion counts at any time, warm-up or not
+        peak_i = int(np.argmax(c.mean))
+        peak = c.mean[peak_i]
+        if peak > cfg.explode_factor * start and peak - start > cfg.noise_sigmas * noise(c):
+            return Finding(ID, "error", (int(c.steps[peak_i]), last), {
+                "diverged": True, "first_loss": start, "peak_loss": peak, "peak_over_first": peak / start,
+            }, "The loss exploded above where it started: " + ADVICE[0].lower() + ADVICE[1:])
+    return None
+
+
+def _stall(c: Curve, cfg: Thresholds) -> list[Finding]:
+    last = c.steps[-1]
+    start = c.mean[0]
+    tail = c.mean[-max(1, len(c) // 10):].mean()
+    best = float(np.min(c.mean))
+    if start <= 0 or tail <= cfg.high_stall_level * start or start - best <= 0:
+        return []  # it got low: whatever the LR, it is not stuck high
+    second = c.after(0.5 * last)
+    change, se = fitted_change(second)
+    if -change > cfg.noise_sigmas * se:
+        return []  # still making progress
+    early = c.between(c.steps[0], cfg.high_fast_frac * last)
+    fast_share = (start - float(np.min(early.mean))) / (start - best) if len(early) else 0.0
+    if fast_share < cfg.high_fast_share:
+        return []
+    # the stall must look like an LR problem, not a capacity limit: the loss bounces
+    # (window means scatter far beyond their own noise) or climbs back from its best
+    x = second.steps.astype(float)
+    resid = second.mean - np.polyval(np.polyfit(x, second.mean, 1), x) if len(second) > 2 else np.zeros(1)
+    se_rec = np.nanmedian(second.se) if np.isfinite(second.se).any() else np.nan
+    osc = float(np.std(resid) / se_rec) if se_rec and np.isfinite(se_rec) else 0.0
+    rebound = tail - best
+    rose = rebound > cfg.noise_sigmas * noise(c) and rebound >= cfg.high_rebound * (start - best)
+    if osc >= cfg.high_osc_ratio or rose:
+        return [Finding(ID, "warning", (int(second.steps[0]), int(last)), {
+            "diverged": False, "first_loss": start, "best_loss": best, "final_loss": tail,
+            "final_over_first": tail / start, "share_of_drop_in_first_quarter": fast_share,
+            "oscillation_vs_noise": osc, "rebound_from_best": rebound,
+        }, "The loss dropped fast, then stalled high" + (" and climbed back" if rose else " and oscillates")
+           + ": " + ADVICE[0].lower() + ADVICE[1:])]
+    return []

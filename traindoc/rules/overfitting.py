@@ -1,0 +1,68 @@
+"""overfitting: train accuracy keeps rising while validation accuracy falls from its peak
+(or train loss falls while validation loss rises)."""
+
+from __future__ import annotations
+
+from traindoc import format as fmt
+
+from .base import Finding, Thresholds
+from .curves import loss_curve, series_or_none
+
+ID = "overfitting"
+NEEDS = ("validation accuracy or loss", "train accuracy or loss")
+
+
+def _advice(best: int) -> str:
+    return (f"Regularize (weight decay, dropout, augmentation), add data, or stop early at step {best}, "
+            "where validation was best.")
+
+
+def check(run, cfg: Thresholds) -> list[Finding]:
+    """Accuracy first; validation loss as the fallback signal."""
+    return _by_accuracy(run, cfg) or _by_loss(run, cfg)
+
+
+def _train_acc(run):
+    return series_or_none(run, fmt.TRAIN_ACC, fmt.TRAIN_ACC_EPOCH)
+
+
+def _by_accuracy(run, cfg: Thresholds) -> list[Finding]:
+    va = series_or_none(run, fmt.VAL_ACC)
+    ta = _train_acc(run)
+    if va is None or ta is None or len(va) < 2 + cfg.overfit_confirm:
+        return []
+    best = int(va.idxmax())
+    peak = float(va.max())
+    after = va[va.index > best]
+    if len(after) < cfg.overfit_confirm:
+        return []
+    if not (after.iloc[-cfg.overfit_confirm:] <= peak - cfg.overfit_acc_drop).all():
+        return []
+    ta_best = float(ta[ta.index <= best].iloc[-3:].mean()) if (ta.index <= best).any() else float(ta.iloc[0])
+    ta_end = float(ta.iloc[-3:].mean())
+    if ta_end < ta_best + cfg.overfit_train_rise:
+        return []  # train accuracy did not keep rising: that is not overfitting
+    return [Finding(ID, "warning", (best, int(va.index[-1])), {
+        "best_step": best, "best_val_acc": peak, "final_val_acc": float(va.iloc[-1]),
+        "train_acc_at_best": ta_best, "final_train_acc": ta_end,
+    }, _advice(best))]
+
+
+def _by_loss(run, cfg: Thresholds) -> list[Finding]:
+    vl = series_or_none(run, fmt.VAL_LOSS)
+    c = loss_curve(run)
+    if vl is None or c is None or len(vl) < 2 + cfg.overfit_confirm:
+        return []
+    best = int(vl.idxmin())
+    low = float(vl.min())
+    after = vl[vl.index > best]
+    if len(after) < cfg.overfit_confirm or low <= 0:
+        return []
+    if not (after.iloc[-cfg.overfit_confirm:] >= low * (1 + cfg.overfit_loss_rise)).all():
+        return []
+    if c.mean[-1] >= c.value_at(best):
+        return []  # train loss did not keep falling
+    return [Finding(ID, "warning", (best, int(vl.index[-1])), {
+        "best_step": best, "best_val_loss": low, "final_val_loss": float(vl.iloc[-1]),
+        "train_loss_at_best": c.value_at(best), "final_train_loss": float(c.mean[-1]),
+    }, _advice(best))]

@@ -1,0 +1,24 @@
+"""underfitting: train and validation accuracy both low, with too small a gap between them."""
+
+from __future__ import annotations
+
+from .base import Finding, Thresholds
+from .fit_gap import end_state
+
+ID = "underfitting"
+NEEDS = ("train accuracy", "validation accuracy")
+
+
+def check(run, cfg: Thresholds) -> list[Finding]:
+    """Low = far from perfect relative to chance; small gap = within `gap_small`."""
+    st = end_state(run, cfg)
+    if st is None or st.chance >= 1:
+        return []
+    progress = (st.train_end - st.chance) / (1 - st.chance)
+    if st.gap < cfg.gap_small and progress < cfg.low_progress:
+        return [Finding(ID, "warning", (st.first_step, st.last_step), {
+            "final_train_acc": st.train_end, "final_val_acc": st.val_end, "gap": st.gap,
+            "chance_acc": st.chance, "progress_from_chance": progress,
+        }, "Use a bigger model or less regularization: train and validation accuracy are both low "
+           "and almost equal, so the model is not fitting the training data.")]
+    return []
