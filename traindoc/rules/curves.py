@@ -111,31 +111,33 @@ def lr_series(run: RunSeries) -> pd.Series | None:
     return None
 
 
-def lr_cuts(lr: pd.Series, last_step: int, factor: float, span_frac: float) -> list[tuple[int, int, float, float]]:
-    """Steps where the LR fell to `factor` or less of its value within `span_frac` of the run.
+def written_on_change(run: RunSeries) -> bool:
+    """True for collector runs (hyperparameters written when they change), False for imports."""
+    return run.meta.get("source", "traindoc") == "traindoc"
 
-    Returns (first step of the cut, step where it ends, LR before, LR after).
-    Warm-up ramps (rises) are ignored; smooth schedules are too slow to count.
+
+def lr_cuts(lr: pd.Series, last_step: int, factor: float, span_frac: float,
+            on_change: bool = True) -> list[tuple[int, int, float, float]]:
+    """Sharp LR cuts: one jump between consecutive recorded values to `factor` or less.
+
+    Returns (step of the cut, same step, LR before, LR after). Series written on change
+    (the collector's) hold the old value until the jump; sampled series (TensorBoard,
+    `on_change=False`) must show the jump within `span_frac` of the run. It must start from at least
+    1% of the peak LR so far, so warm-ups (rises), smooth schedules (small steps) and the
+    last steps of a cosine (tiny values) are not cuts.
     """
     if lr is None or len(lr) < 2:
         return []
     span = max(1, int(span_frac * max(last_step, 1)))
     steps = lr.index.to_numpy()
     vals = lr.to_numpy(dtype=float)
+    peak = np.maximum.accumulate(vals)
     cuts = []
-    i = 1
-    while i < len(vals):
-        if vals[i] < vals[i - 1]:
-            j = i
-            while j + 1 < len(vals) and vals[j + 1] < vals[j] and steps[j + 1] - steps[i] < span:
-                j += 1
-            before, after = vals[i - 1], vals[j]
-            # the old value held until the step before steps[i] (series are written on change)
-            if before > 0 and after <= factor * before and steps[j] - steps[i] < span:
-                cuts.append((int(steps[i]), int(steps[j]), float(before), float(after)))
-            i = j + 1
-        else:
-            i += 1
+    for i in range(1, len(vals)):
+        before, after = vals[i - 1], vals[i]
+        if before >= 0.01 * peak[i - 1] and before > 0 and after <= factor * before \
+                and (on_change or steps[i] - steps[i - 1] <= span + 1):
+            cuts.append((int(steps[i]), int(steps[i]), float(before), float(after)))
     return cuts
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from .base import Finding, Thresholds
-from .curves import fitted_change, loss_curve, lr_cuts, lr_series
+from .curves import fitted_change, loss_curve, lr_cuts, lr_series, written_on_change
 
 ID = "early_decay"
 NEEDS = ("train loss", "learning rate")
@@ -17,7 +17,7 @@ def check(run, cfg: Thresholds) -> list[Finding]:
         return []
     last = int(c.steps[-1])
     span = max(0.1 * last, 3 * (c.steps[1] - c.steps[0]) if len(c) > 1 else 1)
-    for s, e, before, after in lr_cuts(lr, last, cfg.cut_factor, cfg.cut_span_frac):
+    for s, e, before, after in lr_cuts(lr, last, cfg.cut_factor, cfg.cut_span_frac, written_on_change(run)):
         pre = c.between(s - span, s)
         post = c.between(e + 0.5 * span, last)
         if len(pre) < 3 or len(post) < 3:

@@ -1,0 +1,127 @@
+"""Rules on hand-built series: silence without inputs, noise vs trend, the raw-series path."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from traindoc.reader import RunSeries
+from traindoc.rules import DEFAULT, RULES, run_rules
+from traindoc.rules.curves import lr_cuts, rolling_curve
+
+
+def windows(values, every=10, var=0.01, count=10):
+    steps = np.arange(1, len(values) + 1) * every
+    idx = pd.Index(steps)
+    return {"train/loss/mean": pd.Series(values, index=idx), "train/loss/var": pd.Series(var, index=idx),
+            "train/loss/count": pd.Series(float(count), index=idx)}
+
+
+def run_of(series, meta=None):
+    return RunSeries.from_dict("t", series, meta or {})
+
+
+def rules_fired(series, meta=None):
+    return sorted({f.rule for f in run_rules(run_of(series, meta))})
+
+
+def test_every_rule_is_silent_on_an_empty_run():
+    run = run_of({})
+    for rule in RULES:
+        assert rule.check(run, DEFAULT) == [], rule.ID
+
+
+def test_healthy_exponential_decay_gets_nothing():
+    t = np.arange(100)
+    assert rules_fired(windows(0.3 + 2.0 * np.exp(-t / 10))) == []
+
+
+def test_straight_slow_descent_is_lr_too_low():
+    assert rules_fired(windows(np.linspace(2.3, 1.6, 100))) == ["lr_too_low"]
+
+
+def test_noise_is_not_a_trend():
+    rng = np.random.default_rng(0)
+    flat = 1.5 + rng.normal(0, 0.02, 100)  # se = sqrt(0.01/10) = 0.03: the wiggle is noise
+    assert "lr_too_low" not in rules_fired(windows(flat))
+
+
+def test_nan_is_diverged_and_silences_the_rest():
+    vals = list(0.3 + 2.0 * np.exp(-np.arange(60) / 10)) + [float("nan")] * 5
+    s = windows(vals)
+    s["train/loss/nonfinite"] = pd.Series([0.0] * 60 + [10.0] * 5, index=s["train/loss/mean"].index)
+    s["val/acc"] = pd.Series([0.5, 0.7, 0.6, 0.5, 0.4], index=[100, 200, 300, 400, 500])
+    s["train/acc"] = pd.Series(np.linspace(0.3, 0.9, 65), index=s["train/loss/mean"].index)
+    found = run_rules(run_of(s))
+    assert [f.rule for f in found] == ["lr_too_high"]
+    assert found[0].evidence["diverged"] is True and found[0].severity == "error"
+    assert found[0].evidence["first_nonfinite_step"] == 610
+
+
+def test_raw_per_step_series_gets_rolling_noise():
+    rng = np.random.default_rng(1)
+    steps = np.arange(1, 5001)
+    raw = pd.Series(0.5 + 1.8 * np.exp(-steps / 500) + rng.normal(0, 0.1, len(steps)), index=steps)
+    c = rolling_curve(raw)
+    assert len(c) == 100
+    assert np.nanmedian(c.se) == pytest.approx(0.1 / math.sqrt(50), rel=0.25)
+    assert rules_fired({"train/loss": raw}) == []
+
+
+def test_overfitting_names_the_best_step():
+    val = pd.Series([0.5, 0.7, 0.8, 0.78, 0.75, 0.72], index=[100, 200, 300, 400, 500, 600])
+    train = pd.Series(np.linspace(0.5, 1.0, 60), index=np.arange(1, 61) * 10)
+    (f,) = [f for f in run_rules(run_of({"val/acc": val, "train/acc": train})) if f.rule == "overfitting"]
+    assert f.evidence["best_step"] == 300 and "step 300" in f.advice
+
+
+def test_overfitting_by_validation_loss_alone():
+    vl = pd.Series([1.0, 0.7, 0.6, 0.7, 0.8], index=[100, 200, 300, 400, 500])
+    s = windows(list(np.linspace(2.0, 0.2, 50)))
+    s["val/loss"] = vl
+    assert "overfitting" in rules_fired(s)
+
+
+def test_underfitting_and_train_longer_by_gap():
+    steps = np.arange(1, 31) * 10
+    low = {"train/acc": pd.Series(np.full(30, 0.40), index=steps),
+           "val/acc": pd.Series([0.39, 0.40, 0.40, 0.40], index=[75, 150, 225, 300])}
+    assert rules_fired(low, {"num_classes": 10}) == ["underfitting"]
+    rising = {"train/acc": pd.Series(np.linspace(0.3, 0.8, 30), index=steps),
+              "val/acc": pd.Series([0.3, 0.45, 0.6, 0.7], index=[75, 150, 225, 300])}
+    assert rules_fired(rising, {"num_classes": 10}) == ["train_longer"]
+
+
+def test_initial_loss_needs_num_classes():
+    first = {"train/loss/first": pd.Series([9.0], index=[0])}
+    assert rules_fired(first) == []
+    assert rules_fired(first, {"num_classes": 10}) == ["initial_loss"]
+    assert rules_fired({"train/loss/first": pd.Series([2.31], index=[0])}, {"num_classes": 10}) == []
+
+
+def test_update_ratio_flags_layers_persistently_out_of_band():
+    steps = np.arange(1, 21) * 50
+    s = {"update_ratio/fc.weight": pd.Series(np.full(20, 1e-6), index=steps),
+         "update_ratio/fc.bias": pd.Series(np.full(20, 1.0), index=steps),  # biases are not judged
+         "update_ratio/conv.weight": pd.Series(np.full(20, 2e-3), index=steps)}
+    (f,) = run_rules(run_of(s))
+    assert f.evidence["direction"] == "too_low" and list(f.evidence["layers"]) == ["fc.weight"]
+
+
+def test_lr_cuts_ignore_warmup_and_smooth_schedules():
+    warm_then_step = pd.Series([0.01, 0.05, 0.1, 0.01], index=[1, 50, 100, 500])  # written on change
+    assert lr_cuts(warm_then_step, 1000, 0.5, 0.05) == [(500, 500, 0.1, 0.01)]
+    # sampled every 400 steps (an imported log): the fall is not known to be sharp
+    assert lr_cuts(warm_then_step, 1000, 0.5, 0.05, on_change=False) == []
+    every_step = pd.Series([0.1] * 499 + [0.01] * 501, index=np.arange(1, 1001))
+    assert lr_cuts(every_step, 1000, 0.5, 0.05, on_change=False) == [(500, 500, 0.1, 0.01)]
+    cosine = pd.Series(0.1 * (1 + np.cos(np.pi * np.arange(1000) / 1000)) / 2, index=np.arange(1, 1001))
+    assert lr_cuts(cosine, 1000, 0.5, 0.05) == []
+    assert lr_cuts(cosine, 1000, 0.5, 0.05, on_change=False) == []
+
+
+def test_thresholds_all_have_reasons():
+    assert all(DEFAULT.reasons().values())
