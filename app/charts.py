@@ -1,0 +1,239 @@
+"""Figure builders: run series in, plotly figures out. They never call `st.`.
+
+Every string that comes from a run (names, layers, finding text) goes through `esc`,
+because plotly renders a subset of HTML (links included) in titles and hover text.
+"""
+
+from __future__ import annotations
+
+import html
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+
+from traindoc import format as fmt
+from traindoc.reader import RunSeries
+from traindoc.rules.curves import TRAIN_LOSS_RAW, lr_cuts, rolling_curve, written_on_change
+
+from .thin import ema, thin
+
+MAX_POINTS = 4000  # per trace, after min/max thinning
+COLORS = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#17becf", "#8c564b", "#e377c2"]
+SEVERITY_COLORS = {"error": "rgba(214,39,40,0.10)", "warning": "rgba(255,127,14,0.10)",
+                   "info": "rgba(31,119,180,0.08)"}
+#: Which charts show which findings' step ranges.
+FINDINGS_ON = {
+    "loss": {"lr_too_low", "lr_too_high", "early_decay", "initial_loss", "overfitting"},
+    "acc": {"overfitting", "underfitting", "train_longer"},
+    "lr": {"early_decay", "lr_too_low", "lr_too_high"},
+    "ratio": {"update_ratio"},
+}
+
+
+def esc(text) -> str:
+    """Text from a run, made inert for plotly's HTML subset."""
+    return html.escape(str(text), quote=True)
+
+
+def _base(title: str, ytitle: str, uirev: str, log_y: bool = False) -> go.Figure:
+    fig = go.Figure()
+    fig.update_layout(
+        title=dict(text=esc(title), x=0.01), height=380, margin=dict(l=50, r=20, t=40, b=40),
+        xaxis_title="step", yaxis_title=ytitle, hovermode="x unified",
+        uirevision=esc(uirev),  # keeps zoom and legend state across live refreshes
+        legend=dict(orientation="h", yanchor="top", y=-0.2, xanchor="left", x=0),
+    )
+    if log_y:
+        fig.update_yaxes(type="log")
+    return fig
+
+
+def mark_findings(fig: go.Figure, findings: list, chart: str) -> None:
+    """Shade each finding's step range on this chart and label it with the rule id."""
+    for f in findings:
+        if f.rule not in FINDINGS_ON.get(chart, ()):
+            continue
+        a, b = f.steps
+        if a == b:  # a single step (e.g. the first loss): a line, not an area
+            fig.add_vline(x=a, line=dict(color="#d62728", dash="dot"))
+        fig.add_vrect(x0=a, x1=max(b, a + 1), fillcolor=SEVERITY_COLORS.get(f.severity, "rgba(0,0,0,0.08)"),
+                      line_width=0, layer="below",
+                      annotation=dict(text=esc(f.rule), textangle=0, font=dict(size=11)),
+                      annotation_position="top left")
+
+
+def _line(fig, x, y, name, color, width=2.0, opacity=1.0, dash=None, mode="lines", showlegend=True):
+    x, y = thin(np.asarray(x), np.asarray(y, dtype=float), MAX_POINTS)
+    fig.add_trace(go.Scattergl(x=x, y=y, name=esc(name), mode=mode, opacity=opacity, showlegend=showlegend,
+                               line=dict(color=color, width=width, dash=dash)))
+
+
+def loss_frame(run: RunSeries) -> pd.DataFrame | None:
+    """step -> mean, std of the train loss (collector windows, or rolling windows of a raw series)."""
+    key = fmt.LOSS_WINDOW + "/mean"
+    if run.has(key):
+        m = run.get(key)
+        var = run.get(fmt.LOSS_WINDOW + "/var").reindex(m.index)
+        return pd.DataFrame({"mean": m, "std": np.sqrt(var.clip(lower=0))})
+    if run.has(TRAIN_LOSS_RAW):
+        raw = run.get(TRAIN_LOSS_RAW)
+        c = rolling_curve(raw, target_windows=min(2000, max(1, len(raw) // 5)))
+        cnt = max(1, len(raw) // max(1, len(c)))
+        return pd.DataFrame({"mean": c.mean, "std": c.se * np.sqrt(cnt)}, index=pd.Index(c.steps, name="step"))
+    return None
+
+
+def loss_figure(run: RunSeries, findings: list, smoothing: float = 0.6, log_y: bool = False) -> go.Figure | None:
+    """Mean loss with a ±1 std band, the raw curve faint behind the smoothed one, validation loss."""
+    df = loss_frame(run)
+    if df is None or df.empty:
+        return None
+    fig = _base("Loss", "loss", run.path + ":loss", log_y)
+    x = df.index.to_numpy()
+    mean = df["mean"].to_numpy(dtype=float)
+    std = df["std"].to_numpy(dtype=float)
+    if np.isfinite(std).any():
+        hi_x, hi_y = thin(x, mean + std, MAX_POINTS)
+        lo_x, lo_y = thin(x, mean - std, MAX_POINTS)
+        band_x = np.concatenate([hi_x, lo_x[::-1]])
+        band_y = np.concatenate([hi_y, lo_y[::-1]])
+        if log_y:
+            band_y = np.clip(band_y, np.nanmin(mean[mean > 0]) / 10 if (mean > 0).any() else 1e-8, None)
+        fig.add_trace(go.Scattergl(x=band_x, y=band_y, fill="toself", fillcolor="rgba(31,119,180,0.15)",
+                                   line=dict(width=0), name="±1 std", hoverinfo="skip"))
+    _line(fig, x, mean, "train loss (raw)", COLORS[0], width=1, opacity=0.3)
+    _line(fig, x, ema(mean, smoothing), "train loss (smoothed)", COLORS[0])
+    if run.has(fmt.VAL_LOSS):
+        v = run.get(fmt.VAL_LOSS)
+        _line(fig, v.index, v.to_numpy(), "val loss", COLORS[1], mode="lines+markers")
+    mark_findings(fig, findings, "loss")
+    return fig
+
+
+def accuracy_figure(run: RunSeries, findings: list, smoothing: float = 0.6) -> go.Figure | None:
+    """Train and validation accuracy, with the gap between them shaded."""
+    ta = run.get(fmt.TRAIN_ACC) if run.has(fmt.TRAIN_ACC) else run.get(fmt.TRAIN_ACC_EPOCH)
+    va = run.get(fmt.VAL_ACC)
+    if not len(ta) and not len(va):
+        return None
+    fig = _base("Accuracy", "accuracy", run.path + ":acc")
+    if len(ta):
+        _line(fig, ta.index, ta.to_numpy(), "train acc (raw)", COLORS[0], width=1, opacity=0.3)
+        smooth = ema(ta.to_numpy(), smoothing)
+        _line(fig, ta.index, smooth, "train acc", COLORS[0])
+    if len(va):
+        if len(ta):  # shade the gap: train accuracy at the validation steps, then fill to validation
+            at_val = np.interp(va.index.to_numpy(dtype=float), ta.index.to_numpy(dtype=float), smooth)
+            fig.add_trace(go.Scatter(x=va.index, y=at_val, mode="lines", line=dict(width=0),
+                                     showlegend=False, hoverinfo="skip"))
+            fig.add_trace(go.Scatter(x=va.index, y=va.to_numpy(), name="val acc (gap shaded)",
+                                     mode="lines+markers", fill="tonexty", fillcolor="rgba(214,39,40,0.12)",
+                                     line=dict(color=COLORS[1], width=2)))
+        else:
+            _line(fig, va.index, va.to_numpy(), "val acc", COLORS[1], mode="lines+markers")
+    mark_findings(fig, findings, "acc")
+    return fig
+
+
+def lr_keys(run: RunSeries) -> list[str]:
+    """Learning-rate series: lr/pg0, lr/opt1/pg0, ... (or a plain `lr` from an import)."""
+    keys = run.with_prefix(fmt.LR_PREFIX)
+    return keys or (["lr"] if run.has("lr") else [])
+
+
+def lr_figure(run: RunSeries, findings: list) -> go.Figure | None:
+    """LR per parameter group on a log axis, with sharp decays marked."""
+    keys = lr_keys(run)
+    if not keys:
+        return None
+    fig = _base("Learning rate", "lr", run.path + ":lr", log_y=True)
+    fig.update_yaxes(exponentformat="power", minor=dict(showgrid=False), dtick=1)
+    last = run.last_step
+    lo_hi = []
+    for i, key in enumerate(keys):
+        s = run.get(key)
+        if written_on_change(run) and last > s.index[-1]:
+            s = pd.concat([s, pd.Series([s.iloc[-1]], index=[last])])  # it held until the end
+        x, y = thin(s.index.to_numpy(), s.to_numpy(dtype=float), MAX_POINTS)
+        lo_hi += [v for v in y if np.isfinite(v) and v > 0]
+        fig.add_trace(go.Scattergl(x=x, y=y, name=esc(key.removeprefix(fmt.LR_PREFIX) or key),
+                                   line=dict(color=COLORS[i % len(COLORS)], shape="hv")))
+        for step, _, before, after in lr_cuts(run.get(key), last, 0.5, 0.05, written_on_change(run)):
+            fig.add_vline(x=step, line=dict(color="#555", dash="dash", width=1),
+                          annotation=dict(text=f"×{after / before:.3g}", font=dict(size=10)))
+    if lo_hi:  # at least a decade either side, so a constant LR still reads clearly
+        fig.update_yaxes(range=[np.floor(np.log10(min(lo_hi))) - 0.5, np.ceil(np.log10(max(lo_hi))) + 0.5])
+    mark_findings(fig, findings, "lr")
+    return fig
+
+
+def ratio_figure(run: RunSeries, findings: list, band=(1e-3 / 30, 1e-3 * 30)) -> go.Figure | None:
+    """log10 update/weight ratio per layer over time, with the band around 1e-3 marked."""
+    keys = [k for k in run.with_prefix(fmt.RATIO_PREFIX) if k != fmt.RATIO_GLOBAL]
+    if not keys:
+        return None
+    title = "Update ratio ‖ΔW‖/‖W‖ (log10); band around 1e-3 shaded"
+    if len(keys) <= 12:
+        fig = _base(title, "log10 ratio", run.path + ":ratio")
+        fig.add_hrect(y0=np.log10(band[0]), y1=np.log10(band[1]), fillcolor="rgba(44,160,44,0.10)", line_width=0)
+        fig.add_hline(y=-3, line=dict(color="#2ca02c", dash="dot"))
+        for i, key in enumerate(keys + [fmt.RATIO_GLOBAL]):
+            s = run.get(key)
+            with np.errstate(divide="ignore"):
+                y = np.log10(s.to_numpy(dtype=float))
+            name = key.removeprefix(fmt.RATIO_PREFIX)
+            width = 3 if key == fmt.RATIO_GLOBAL else 1.5
+            _line(fig, s.index, np.where(np.isfinite(y), y, np.nan), name, COLORS[i % len(COLORS)], width=width)
+    else:
+        frame = pd.DataFrame({k.removeprefix(fmt.RATIO_PREFIX): run.get(k) for k in keys})
+        if len(frame) > 600:  # bucket the time axis: heatmaps need no min/max, the mean is drawn
+            groups = np.arange(len(frame)) * 600 // len(frame)
+            frame = frame.groupby(groups).agg("mean").set_index(frame.index.to_series().groupby(groups).max())
+        with np.errstate(divide="ignore"):
+            z = np.log10(frame.to_numpy(dtype=float).T)
+        fig = _base(title, "layer", run.path + ":ratio")
+        fig.add_trace(go.Heatmap(x=frame.index, y=[esc(c) for c in frame.columns],
+                                 z=np.where(np.isfinite(z), z, np.nan), zmid=-3,
+                                 zmin=np.log10(band[0]) - 1, zmax=np.log10(band[1]) + 1, colorscale="RdBu_r",
+                                 colorbar=dict(title="log10", tickvals=[np.log10(band[0]), -3, np.log10(band[1])],
+                                               ticktext=["band low", "1e-3", "band high"])))
+        fig.update_layout(height=max(330, 14 * len(keys) + 80))
+    mark_findings(fig, findings, "ratio")
+    return fig
+
+
+def custom_figure(run: RunSeries, key: str, smoothing: float = 0.0) -> go.Figure:
+    """A chart of one custom scalar."""
+    s = run.get(key)
+    fig = _base(key.removeprefix(fmt.CUSTOM_PREFIX), "", run.path + ":" + key)
+    fig.update_layout(height=260)
+    _line(fig, s.index, s.to_numpy(), "raw", COLORS[0], width=1, opacity=0.35 if smoothing else 1.0)
+    if smoothing:
+        _line(fig, s.index, ema(s.to_numpy(), smoothing), "smoothed", COLORS[0])
+    return fig
+
+
+def overlay_figure(runs: list[RunSeries], key_fn, title: str, ytitle: str, smoothing: float = 0.0,
+                   log_y: bool = False, mode: str = "lines") -> go.Figure:
+    """One series per run on one chart (the compare page)."""
+    fig = _base(title, ytitle, "compare:" + title, log_y)
+    for i, run in enumerate(runs):
+        s = key_fn(run)
+        if s is None or not len(s):
+            continue
+        y = ema(s.to_numpy(dtype=float), smoothing) if smoothing else s.to_numpy(dtype=float)
+        _line(fig, s.index, y, run.name, COLORS[i % len(COLORS)], mode=mode)
+    return fig
+
+
+def scatter_figure(points: pd.DataFrame, x: str, y: str, log_x: bool) -> go.Figure:
+    """A metric against one hyperparameter, one point per run (random or grid searches)."""
+    fig = go.Figure(go.Scatter(x=points[x], y=points[y], mode="markers+text",
+                               text=[esc(n) for n in points["run"]], textposition="top center",
+                               marker=dict(size=10, color=COLORS[0])))
+    fig.update_layout(title=dict(text=esc(f"{y} vs {x}"), x=0.01), height=380, xaxis_title=esc(x),
+                      yaxis_title=esc(y), margin=dict(l=50, r=20, t=40, b=40))
+    if log_x:
+        fig.update_xaxes(type="log")
+    return fig

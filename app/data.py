@@ -1,0 +1,98 @@
+"""The app's only way to the disk: runs under ROOT, read incrementally, diagnosed once per change.
+
+Run names are relative paths found by walking ROOT; a name from the URL is only ever
+looked up in that list, never joined onto a path, and runs whose real path leaves
+ROOT (symlinks) are not listed at all.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from dataclasses import dataclass
+
+from traindoc import format as fmt
+from traindoc.diagnose import InputError, find_runs
+from traindoc.reader import RunFormatError, RunReader, RunSeries
+from traindoc.rules import run_rules
+
+STALE_SECS = 60.0  # a running run that has not written (not even its heartbeat) for this long is stale
+
+
+def root_dir() -> str:
+    """ROOT, as given to `traindoc serve` (environment TRAINDOC_ROOT)."""
+    return os.path.realpath(os.environ.get("TRAINDOC_ROOT", "runs"))
+
+
+def _inside(path: str, root: str) -> bool:
+    real = os.path.realpath(path)
+    return real == root or real.startswith(root.rstrip(os.sep) + os.sep)
+
+
+def discover(root: str) -> dict[str, str]:
+    """name -> path of every run under ROOT (names are paths relative to ROOT, with '/')."""
+    try:
+        paths = find_runs(root)
+    except InputError:
+        return {}
+    out = {}
+    for p in paths:
+        files = [os.path.join(p, f) for f in os.listdir(p)] if os.path.isdir(p) else []
+        if not _inside(p, root) or not all(_inside(f, root) for f in files):
+            continue  # a symlink that leaves ROOT: not ours to read
+        name = os.path.relpath(p, root).replace(os.sep, "/")
+        out[os.path.basename(root) if name == "." else name] = p
+    return out
+
+
+@dataclass
+class Loaded:
+    """A run as the pages see it: its series and findings, or why it cannot be shown."""
+
+    name: str
+    path: str
+    series: RunSeries | None = None
+    findings: list | None = None
+    error: str | None = None
+    records: int = 0
+
+
+class RunStore:
+    """Incremental readers, one per run folder, shared by every browser session."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._readers: dict[str, tuple[threading.Lock, RunReader | None, Loaded | None]] = {}
+
+    def load(self, name: str, path: str) -> Loaded:
+        """Poll the run for new bytes; re-diagnose only if something arrived."""
+        with self._lock:
+            entry = self._readers.setdefault(path, (threading.Lock(), None, None))
+        lock = entry[0]
+        with lock:
+            _, reader, last = self._readers[path]
+            try:
+                if reader is None:
+                    reader = RunReader(path)
+                new = reader.poll()
+                if last is not None and last.error is None and new == 0:
+                    last.series.meta = reader.meta  # status and heartbeat may have changed
+                    result = last
+                else:
+                    series = reader.series()
+                    result = Loaded(name, path, series, run_rules(series), records=len(reader.frame))
+            except (RunFormatError, OSError, ValueError) as exc:
+                result = Loaded(name, path, error=str(exc))
+                reader = None  # start over next time (the run may still be starting)
+            self._readers[path] = (lock, reader, result)
+            return result
+
+
+def status_of(meta: dict, now: float | None = None) -> str:
+    """live, finished, crashed or stale."""
+    status = meta.get("status")
+    if status == fmt.STATUS_RUNNING:
+        updated = meta.get("updated") or meta.get("start_time") or 0
+        return "live" if (now or time.time()) - float(updated) < STALE_SECS else "stale"
+    return status if status in (fmt.STATUS_FINISHED, fmt.STATUS_CRASHED) else "unknown"

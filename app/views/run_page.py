@@ -1,0 +1,108 @@
+"""Run page: findings on top, then loss, accuracy, LR, update ratios and custom scalars.
+
+The charts live in a fragment that re-runs by itself while the run is live: only new
+bytes are read, and plotly keeps the zoom (uirevision) across refreshes.
+"""
+
+from __future__ import annotations
+
+import json
+
+import streamlit as st
+
+from traindoc import format as fmt
+
+from .. import charts
+from ..data import discover, root_dir, status_of
+from ..nav import pages
+from .common import ago, md, store
+
+LIVE_REFRESH_SECS = 1.0
+BOX = {"error": st.error, "warning": st.warning, "info": st.info}
+
+
+def render() -> None:
+    """Draw the run page for ?run=NAME."""
+    root = root_dir()
+    runs = discover(root)
+    name = st.query_params.get("run")
+    if not name:
+        st.title("Run")
+        choice = st.selectbox("Pick a run", sorted(runs), index=None, key="run_pick")
+        if choice:
+            st.query_params["run"] = choice
+            st.rerun()
+        return
+    if name not in runs:  # never a path: only names found under ROOT are served
+        st.title("Run")
+        st.error(f"No run named “{md(name)}” under this dashboard's folder.")
+        st.page_link(pages()["runs"], label="Back to all runs")
+        return
+    path = runs[name]
+    st.title(md(name))
+    ld = store().load(name, path)
+    if ld.error:
+        st.warning(f"This run cannot be shown yet: {md(ld.error)}")
+        return
+    live = status_of(ld.series.meta) == "live"
+    c1, c2, c3 = st.columns([2, 2, 3])
+    smoothing = c1.slider("Smoothing", 0.0, 0.99, 0.6, 0.01, key="smoothing")
+    log_y = c2.toggle("Log-scale loss", key="log_y")
+    c3.page_link(pages()["runs"], label="All runs")
+    st.fragment(run_every=LIVE_REFRESH_SECS if live else None)(_body)(name, path, smoothing, log_y)
+
+
+def _body(name: str, path: str, smoothing: float, log_y: bool) -> None:
+    ld = store().load(name, path)
+    if ld.error:
+        st.warning(f"This run cannot be shown: {md(ld.error)}")
+        return
+    run, findings = ld.series, ld.findings
+    meta = run.meta
+    st.caption(f"status **{status_of(meta)}** · step **{run.last_step}** · {ld.records} values · "
+               f"updated {ago(meta.get('updated'))} · {md(meta.get('device', '?'))} · "
+               f"torch {md(meta.get('torch_version', '?'))}")
+    _findings(findings)
+    figs = [
+        ("loss", charts.loss_figure(run, findings, smoothing, log_y)),
+        ("acc", charts.accuracy_figure(run, findings, smoothing)),
+        ("lr", charts.lr_figure(run, findings)),
+        ("ratio", charts.ratio_figure(run, findings)),
+    ]
+    shown = [(k, f) for k, f in figs if f is not None]
+    if not shown:
+        st.info("No series yet: the run has started but nothing has been flushed. This page refreshes by itself.")
+    cols = st.columns(2)
+    for i, (key, fig) in enumerate(shown):
+        cols[i % 2].plotly_chart(fig, key=f"chart-{key}", config={"displaylogo": False})
+    custom = run.with_prefix(fmt.CUSTOM_PREFIX)
+    if custom:
+        st.subheader("Custom scalars")
+        cols = st.columns(3)
+        for i, key in enumerate(custom[:24]):
+            cols[i % 3].plotly_chart(charts.custom_figure(run, key, smoothing), key=f"custom-{key}",
+                                     config={"displaylogo": False})
+    with st.expander("Configuration and metadata"):
+        st.json(json.loads(json.dumps(meta, default=str)), expanded=False)
+
+
+def _findings(findings: list) -> None:
+    if not findings:
+        st.success("No problems found by the diagnostics.")
+        return
+    st.subheader(f"Findings ({len(findings)})")
+    for f in findings:
+        evidence = ", ".join(f"{k} = {_fmt(v)}" for k, v in f.evidence.items())
+        BOX.get(f.severity, st.info)(
+            f"**{md(f.rule)}** ({f.severity}, steps {f.steps[0]}–{f.steps[1]}): {md(f.advice)}  \n"
+            f"Evidence: {md(evidence)}")
+
+
+def _fmt(v) -> str:
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    if isinstance(v, dict):
+        return "{" + ", ".join(f"{k}: {_fmt(x)}" for k, x in v.items()) + "}"
+    if isinstance(v, list):
+        return "[" + ", ".join(_fmt(x) for x in v) + "]"
+    return str(v)

@@ -1,0 +1,134 @@
+"""Every page through Streamlit's AppTest, on copies of real sample runs."""
+
+from __future__ import annotations
+
+import os
+import shutil
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+MAIN = os.path.join(ROOT, "app", "main.py")
+SAMPLES = os.path.join(ROOT, "sample_runs")
+
+
+@pytest.fixture
+def runs_root(tmp_path, monkeypatch):
+    root = tmp_path / "root"
+    root.mkdir()
+    for name in ("overfit-mlp-adam", "healthy-mlp-sgd", "lr-high-cnn-adam", "frozen-conv-cnn-adam"):
+        shutil.copytree(os.path.join(SAMPLES, name), root / name)
+    monkeypatch.setenv("TRAINDOC_ROOT", str(root))
+    return root
+
+
+def app(page: str | None = None, **query) -> AppTest:
+    at = AppTest.from_file(MAIN, default_timeout=60)
+    for k, v in query.items():
+        at.query_params[k] = v
+    if page:
+        at.switch_page(f"screens/{page}.py")
+    return at.run()
+
+
+def plain(markdown: str) -> str:
+    """What the reader sees of escaped markdown."""
+    return markdown.replace("\\", "")
+
+
+def texts(at) -> str:
+    parts = [e.value for kind in ("markdown", "caption", "warning", "error", "info", "success", "title")
+             for e in getattr(at, kind)]
+    return "\n".join(str(p) for p in parts)
+
+
+def test_runs_page_lists_every_run_with_findings(runs_root):
+    at = app()
+    assert not at.exception
+    df = at.dataframe[0].value
+    assert sorted(df["run"]) == ["frozen-conv-cnn-adam", "healthy-mlp-sgd", "lr-high-cnn-adam", "overfit-mlp-adam"]
+    row = df.set_index("run").loc["overfit-mlp-adam"]
+    assert list(row["findings"]) == ["overfitting"] and row["status"] == "finished" and row["steps"] == 1500
+    assert 0 < row["best val acc"] < 1
+    assert "lr=" in row["hyperparameters"]
+    assert len(at.get("page_link")) == 4
+
+
+def test_runs_page_filter(runs_root):
+    at = app()
+    at.text_input(key="runs_filter").input("overfit").run()
+    assert list(at.dataframe[0].value["run"]) == ["overfit-mlp-adam"]
+    at.text_input(key="runs_filter").input("update_ratio").run()  # findings are searchable too
+    assert list(at.dataframe[0].value["run"]) == ["frozen-conv-cnn-adam"]
+
+
+def test_bad_run_shows_its_own_message_and_the_rest_works(runs_root):
+    (runs_root / "broken").mkdir()
+    (runs_root / "broken" / "meta.json").write_text("{oops")
+    (runs_root / "starting").mkdir()
+    (runs_root / "starting" / "meta.json").write_text('{"schema_version": 1, "status": "running"}')
+    at = app()
+    assert not at.exception
+    assert "broken" in texts(at) and "cannot be shown" in texts(at)
+    assert len(at.dataframe[0].value) == 6
+    at = app("run", run="broken")
+    assert not at.exception and "cannot be shown" in texts(at)
+    at = app("run", run="starting")
+    assert not at.exception and "No series yet" in texts(at)
+
+
+def test_run_page_charts_and_findings(runs_root):
+    at = app("run", run="overfit-mlp-adam")
+    assert not at.exception
+    assert len(at.get("plotly_chart")) == 4  # loss, accuracy, LR, update ratios
+    (w,) = at.warning
+    assert "overfitting" in w.value and "stop early at step" in w.value
+    at.slider(key="smoothing").set_value(0.9).run()
+    at.toggle(key="log_y").set_value(True).run()
+    assert not at.exception and len(at.get("plotly_chart")) == 4
+
+
+def test_diverged_run_shows_an_error_box(runs_root):
+    at = app("run", run="lr-high-cnn-adam")
+    assert any("lr_too_high" in plain(e.value) and "diverged" in e.value.lower() for e in at.error)
+
+
+def test_healthy_run_says_so(runs_root):
+    at = app("run", run="healthy-mlp-sgd")
+    assert any("No problems found" in s.value for s in at.success)
+
+
+@pytest.mark.parametrize("name", ["../../etc", "/etc", "..", "healthy-mlp-sgd/../../x", "%2e%2e/etc"])
+def test_run_page_refuses_anything_but_a_listed_run(runs_root, name):
+    at = app("run", run=name)
+    assert not at.exception
+    assert any("No run named" in e.value for e in at.error)
+    assert not at.get("plotly_chart")
+
+
+def test_symlink_out_of_root_is_not_listed(runs_root, tmp_path):
+    outside = tmp_path / "outside"
+    shutil.copytree(os.path.join(SAMPLES, "healthy-cnn-sgd"), outside)
+    os.symlink(outside, runs_root / "escape")
+    at = app()
+    assert "escape" not in list(at.dataframe[0].value["run"])
+    at = app("run", run="escape")
+    assert any("No run named" in e.value for e in at.error)
+
+
+def test_compare_page(runs_root):
+    at = app("compare", runs="overfit-mlp-adam,healthy-mlp-sgd")
+    assert not at.exception
+    assert len(at.get("plotly_chart")) == 4  # loss, val acc, LR overlays + scatter
+    table = at.dataframe[0].value
+    assert set(table["run"]) == {"overfit-mlp-adam", "healthy-mlp-sgd"}
+    assert {"lr", "best val acc"} <= set(table.columns)
+    at.selectbox(key="cmp-x").set_value("lr").run()
+    assert not at.exception
+
+
+def test_empty_root(tmp_path, monkeypatch):
+    monkeypatch.setenv("TRAINDOC_ROOT", str(tmp_path))
+    at = app()
+    assert not at.exception and any("No runs here yet" in i.value for i in at.info)

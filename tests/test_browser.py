@@ -1,0 +1,143 @@
+"""The dashboard in Debian's chromium, driven by Playwright, against a real `traindoc serve`."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from urllib.parse import quote, urlparse
+
+import pytest
+
+from tests.browser import ROOT, Server, launch, require_chromium, wait_for_charts
+
+pytestmark = pytest.mark.browser
+SAMPLES = os.path.join(ROOT, "sample_runs")
+XSS = "<img src=x onerror=alert(1)>"
+
+
+@pytest.fixture(scope="module")
+def pw():
+    require_chromium()
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        yield p
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory):
+    root = tmp_path_factory.mktemp("root")
+    for name in ("overfit-mlp-adam", "healthy-mlp-sgd", "early-decay-mlp-sgd"):
+        shutil.copytree(os.path.join(SAMPLES, name), root / name)
+    shutil.copytree(os.path.join(SAMPLES, "lr-high-cnn-adam"), root / XSS)
+    meta = (root / XSS / "meta.json").read_text().replace('"lr-high-cnn-adam"', '"<img src=x onerror=alert(1)>"')
+    (root / XSS / "meta.json").write_text(meta)
+    server = Server(str(root), str(root.parent / "serve.log"))
+    yield server, root
+    server.stop()
+
+
+@pytest.fixture
+def page(pw, site):
+    browser = launch(pw)
+    context = browser.new_context(viewport={"width": 1400, "height": 1000})
+    page = context.new_page()
+    page.requests_seen = []
+    page.dialogs = []
+    page.on("request", lambda r: page.requests_seen.append(r.url))
+    page.on("dialog", lambda d: (page.dialogs.append(d.message), d.dismiss()))
+    yield page
+    context.close()
+    browser.close()
+
+
+def test_runs_page_click_into_a_run_see_charts_and_findings(page, site, tmp_path):
+    server, _ = site
+    page.goto(server.url + "/")
+    page.get_by_role("heading", name="Runs").wait_for()
+    page.wait_for_selector("[data-testid='stDataFrame']")
+    page.screenshot(path=str(tmp_path / "runs.png"), full_page=True)
+    page.get_by_role("link", name="overfit-mlp-adam").click()
+    page.wait_for_url(re.compile(r".*/run\?run=overfit-mlp-adam"))
+    wait_for_charts(page, 4)
+    finding = page.get_by_text(re.compile(r"overfitting \(warning"))
+    finding.wait_for()
+    assert "stop early at step" in finding.inner_text()
+    # the finding is drawn on the charts: its label sits in the loss and accuracy figures
+    assert page.locator(".js-plotly-plot .annotation-text", has_text="overfitting").count() >= 2
+    page.screenshot(path=str(tmp_path / "run.png"), full_page=True)
+    page.goto(server.url + "/run?run=early-decay-mlp-sgd")  # the LR cut is marked on the LR chart
+    wait_for_charts(page, 4)
+    page.get_by_text(re.compile(r"early_decay \(warning")).wait_for()
+    assert page.locator(".js-plotly-plot .annotation-text", has_text="×0.01").count() == 1
+    page.screenshot(path=str(tmp_path / "run-early-decay.png"), full_page=True)
+
+
+def test_shared_link_and_compare(page, site, tmp_path):
+    server, _ = site
+    page.goto(server.url + "/compare?runs=overfit-mlp-adam,healthy-mlp-sgd")
+    wait_for_charts(page, 4)
+    assert page.get_by_text("Hyperparameters and results").is_visible()
+    page.screenshot(path=str(tmp_path / "compare.png"), full_page=True)
+
+
+def test_names_are_shown_as_text_never_run(page, site, tmp_path):
+    server, _ = site
+    page.goto(server.url + "/")
+    page.get_by_role("link", name=XSS).wait_for()
+    page.goto(server.url + "/run?run=" + quote(XSS))
+    page.get_by_role("heading", name=XSS).wait_for()
+    wait_for_charts(page, 2)
+    time.sleep(1)
+    assert page.dialogs == []
+    assert page.locator("img[src='x']").count() == 0
+    page.screenshot(path=str(tmp_path / "xss.png"), full_page=True)
+
+
+def test_path_in_query_is_refused(page, site):
+    server, _ = site
+    for bad in ("../../etc", "/etc/passwd", ".."):
+        page.goto(server.url + "/run?run=" + quote(bad))
+        page.get_by_text("No run named").wait_for()
+        assert page.locator(".js-plotly-plot").count() == 0
+
+
+def test_nothing_leaves_the_machine(page, site):
+    server, _ = site
+    page.goto(server.url + "/run?run=overfit-mlp-adam")
+    wait_for_charts(page, 4)
+    page.goto(server.url + "/compare?runs=overfit-mlp-adam,healthy-mlp-sgd")
+    wait_for_charts(page, 4)
+    hosts = {urlparse(u).hostname for u in page.requests_seen if urlparse(u).scheme in ("http", "https", "ws", "wss")}
+    assert hosts == {"127.0.0.1"}, hosts
+
+
+def test_live_run_updates_by_itself(page, site, tmp_path):
+    server, root = site
+    trainer = subprocess.Popen([sys.executable, os.path.join(ROOT, "tests", "train_script.py"), str(root), "live",
+                                "200000", "0.2", "0.01"], stdout=subprocess.PIPE, text=True,
+                               env={**os.environ, "PYTHONPATH": ROOT})
+    try:
+        assert trainer.stdout.readline().strip() == "started"
+        time.sleep(1.5)
+        page.goto(server.url + "/run?run=live")
+        wait_for_charts(page, 2)
+        caption = page.get_by_text(re.compile(r"status live · step \d+"))
+        caption.wait_for(timeout=10000)
+        first = int(re.search(r"step (\d+)", caption.inner_text()).group(1))
+        url = page.url
+        seen = [first]
+        deadline = time.time() + 12
+        while time.time() < deadline and len(set(seen)) < 4:
+            time.sleep(0.5)
+            seen.append(int(re.search(r"step (\d+)", caption.inner_text()).group(1)))
+        assert len(set(seen)) >= 4 and seen == sorted(seen)  # new points kept arriving, in order
+        assert page.url == url  # no navigation, no full reload
+        page.screenshot(path=str(tmp_path / "live.png"), full_page=True)
+    finally:
+        trainer.kill()
+        trainer.wait()
