@@ -65,7 +65,7 @@ def mark_findings(fig: go.Figure, findings: list, chart: str) -> None:
 
 def _line(fig, x, y, name, color, width=2.0, opacity=1.0, dash=None, mode="lines", showlegend=True):
     x, y = thin(np.asarray(x), np.asarray(y, dtype=float), MAX_POINTS)
-    fig.add_trace(go.Scattergl(x=x, y=y, name=esc(name), mode=mode, opacity=opacity, showlegend=showlegend,
+    fig.add_trace(go.Scatter(x=x, y=y, name=esc(name), mode=mode, opacity=opacity, showlegend=showlegend,
                                line=dict(color=color, width=width, dash=dash)))
 
 
@@ -100,7 +100,7 @@ def loss_figure(run: RunSeries, findings: list, smoothing: float = 0.6, log_y: b
         band_y = np.concatenate([hi_y, lo_y[::-1]])
         if log_y:
             band_y = np.clip(band_y, np.nanmin(mean[mean > 0]) / 10 if (mean > 0).any() else 1e-8, None)
-        fig.add_trace(go.Scattergl(x=band_x, y=band_y, fill="toself", fillcolor="rgba(31,119,180,0.15)",
+        fig.add_trace(go.Scatter(x=band_x, y=band_y, fill="toself", fillcolor="rgba(31,119,180,0.15)",
                                    line=dict(width=0), name="±1 std", hoverinfo="skip"))
     _line(fig, x, mean, "train loss (raw)", COLORS[0], width=1, opacity=0.3)
     _line(fig, x, ema(mean, smoothing), "train loss (smoothed)", COLORS[0])
@@ -157,10 +157,10 @@ def lr_figure(run: RunSeries, findings: list) -> go.Figure | None:
             s = pd.concat([s, pd.Series([s.iloc[-1]], index=[last])])  # it held until the end
         x, y = thin(s.index.to_numpy(), s.to_numpy(dtype=float), MAX_POINTS)
         lo_hi += [v for v in y if np.isfinite(v) and v > 0]
-        fig.add_trace(go.Scattergl(x=x, y=y, name=esc(key.removeprefix(fmt.LR_PREFIX) or key),
+        fig.add_trace(go.Scatter(x=x, y=y, name=esc(key.removeprefix(fmt.LR_PREFIX) or key),
                                    line=dict(color=COLORS[i % len(COLORS)], shape="hv")))
         for step, _, before, after in lr_cuts(run.get(key), last, 0.5, 0.05, written_on_change(run)):
-            fig.add_vline(x=step, line=dict(color="#555", dash="dash", width=1),
+            fig.add_vline(x=step, line=dict(color="#555", dash="dash", width=1), annotation_position="bottom right",
                           annotation=dict(text=f"×{after / before:.3g}", font=dict(size=10)))
     if lo_hi:  # at least a decade either side, so a constant LR still reads clearly
         fig.update_yaxes(range=[np.floor(np.log10(min(lo_hi))) - 0.5, np.ceil(np.log10(max(lo_hi))) + 0.5])

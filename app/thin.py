@@ -24,28 +24,28 @@ def ema(values: np.ndarray, weight: float) -> np.ndarray:
 
 
 def minmax_indices(y: np.ndarray, max_points: int) -> np.ndarray:
-    """Indices to keep: first, last, and each bucket's argmin and argmax, in order."""
+    """Indices to keep: first, last, and each bucket's argmin and argmax, in order.
+
+    Vectorised over equal-width buckets; NaN/inf points are kept where they fall (a sample
+    of them), so a divergence still shows.
+    """
+    y = np.asarray(y, dtype=float)
     n = len(y)
     if n <= max_points:
         return np.arange(n)
     buckets = max(1, (max_points - 2) // 2)
-    edges = np.linspace(1, n - 1, buckets + 1).astype(int)
-    yy = np.where(np.isfinite(y), y, np.nan)
-    keep = [0, n - 1]
-    for a, b in zip(edges[:-1], edges[1:]):
-        if b <= a:
-            continue
-        seg = yy[a:b]
-        if np.isnan(seg).all():
-            keep.append(a)
-            continue
-        keep.append(a + int(np.nanargmin(seg)))
-        keep.append(a + int(np.nanargmax(seg)))
-    # NaN/inf points are kept where they fall, so a divergence is still visible
+    width = -(-(n - 2) // buckets)  # ceil
+    inner = y[1:n - 1]
+    pad = buckets * width - len(inner)
+    lo = np.concatenate([np.where(np.isfinite(inner), inner, np.inf), np.full(pad, np.inf)]).reshape(buckets, width)
+    hi = np.concatenate([np.where(np.isfinite(inner), inner, -np.inf), np.full(pad, -np.inf)]).reshape(buckets, width)
+    base = 1 + np.arange(buckets) * width
+    keep = [np.array([0, n - 1]), base + lo.argmin(axis=1), base + hi.argmax(axis=1)]
     bad = np.flatnonzero(~np.isfinite(y))
     if len(bad):
-        keep.extend(bad[np.linspace(0, len(bad) - 1, min(len(bad), 50)).astype(int)].tolist())
-    return np.unique(np.asarray(keep))
+        keep.append(bad[np.linspace(0, len(bad) - 1, min(len(bad), 50)).astype(int)])
+    idx = np.unique(np.concatenate(keep))
+    return idx[idx < n]
 
 
 def thin(x: np.ndarray, y: np.ndarray, max_points: int) -> tuple[np.ndarray, np.ndarray]:

@@ -70,6 +70,6 @@ def launch(playwright):
 def wait_for_charts(page, count: int, timeout_ms: int = 30000) -> None:
     """Wait until `count` plotly charts have drawn their traces."""
     page.wait_for_function(
-        f"document.querySelectorAll('.js-plotly-plot .plot .trace, .js-plotly-plot .heatmaplayer image,"
+        f"document.querySelectorAll('.js-plotly-plot g.trace, .js-plotly-plot .heatmaplayer image,"
         f" .js-plotly-plot canvas').length > 0 && document.querySelectorAll('.js-plotly-plot').length >= {count}",
-        timeout=timeout_ms)
+        timeout=timeout_ms, polling=100)  # a timer, not animation frames: live pages keep the main thread busy

@@ -37,6 +37,7 @@ def render() -> None:
         st.title("Run")
         st.error(f"No run named “{md(name)}” under this dashboard's folder.")
         st.page_link(pages()["runs"], label="Back to all runs")
+        st.fragment(run_every=LIVE_REFRESH_SECS * 2)(_wait_for)(root, name)
         return
     path = runs[name]
     st.title(md(name))
@@ -50,6 +51,12 @@ def render() -> None:
     log_y = c2.toggle("Log-scale loss", key="log_y")
     c3.page_link(pages()["runs"], label="All runs")
     st.fragment(run_every=LIVE_REFRESH_SECS if live else None)(_body)(name, path, smoothing, log_y)
+
+
+def _wait_for(root: str, name: str) -> None:
+    """A run that is about to start: open it as soon as it appears under ROOT."""
+    if name in discover(root):
+        st.rerun(scope="app")
 
 
 def _body(name: str, path: str, smoothing: float, log_y: bool) -> None:

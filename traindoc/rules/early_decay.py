@@ -24,7 +24,7 @@ def check(run, cfg: Thresholds) -> list[Finding]:
             continue
         pre_change, pre_se = fitted_change(pre)
         post_change, _ = fitted_change(post)
-        level = pre.mean[-1]
+        level = pre.mean[0]  # where the loss stood when the span before the cut began
         pre_rate = -pre_change / (pre.steps[-1] - pre.steps[0])
         post_rate = -post_change / (post.steps[-1] - post.steps[0])
         still_fast = -pre_change / level >= cfg.decay_pre_rate and -pre_change > cfg.noise_sigmas * pre_se
