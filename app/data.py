@@ -13,8 +13,8 @@ import time
 from dataclasses import dataclass
 
 from traindoc import format as fmt
-from traindoc.diagnose import InputError, find_runs
-from traindoc.reader import RunFormatError, RunReader, RunSeries
+from traindoc.diagnose import InputError, find_runs, open_reader
+from traindoc.reader import RunFormatError, RunSeries
 from traindoc.rules import run_rules
 
 STALE_SECS = 60.0  # a running run that has not written (not even its heartbeat) for this long is stale
@@ -56,6 +56,7 @@ class Loaded:
     findings: list | None = None
     error: str | None = None
     records: int = 0
+    problems: list | None = None  # parts of the input that could not be read
 
 
 class RunStore:
@@ -63,7 +64,7 @@ class RunStore:
 
     def __init__(self):
         self._lock = threading.Lock()
-        self._readers: dict[str, tuple[threading.Lock, RunReader | None, Loaded | None]] = {}
+        self._readers: dict[str, tuple[threading.Lock, object, Loaded | None]] = {}
 
     def load(self, name: str, path: str) -> Loaded:
         """Poll the run for new bytes; re-diagnose only if something arrived."""
@@ -74,14 +75,15 @@ class RunStore:
             _, reader, last = self._readers[path]
             try:
                 if reader is None:
-                    reader = RunReader(path)
+                    reader = open_reader(path)
                 new = reader.poll()
                 if last is not None and last.error is None and new == 0:
                     last.series.meta = reader.meta  # status and heartbeat may have changed
                     result = last
                 else:
                     series = reader.series()
-                    result = Loaded(name, path, series, run_rules(series), records=len(reader.frame))
+                    result = Loaded(name, path, series, run_rules(series), records=reader.records,
+                                    problems=list(reader.problems))
             except (RunFormatError, OSError, ValueError) as exc:
                 result = Loaded(name, path, error=str(exc))
                 reader = None  # start over next time (the run may still be starting)

@@ -215,7 +215,12 @@ def evaluate(model, x, y):
     return loss, acc
 
 
-def train(sc: Scenario, out_dir: str) -> str:
+def train(sc: Scenario, out_dir: str, tb_dir: str | None = None, tb_writer=None) -> str:
+    """Train one scenario with the collector attached.
+
+    With `tb_dir`, the same training is also logged the way a plain TensorBoard user
+    would (per-step loss, accuracy and LR, per-epoch validation, plain tag names),
+    through `tb_writer` (a SummaryWriter class; torch's by default)."""
     torch.manual_seed(sc.seed)
     (xt, yt), (xv, yv) = sc.data()
     model = sc.model()
@@ -232,7 +237,13 @@ def train(sc: Scenario, out_dir: str) -> str:
     shutil.rmtree(path, ignore_errors=True)
     run = collector.attach(model, opt, root=out_dir, name=sc.name, config=config, num_classes=sc.classes,
                            log_every=max(5, total // 120), ratio_every=max(5, total // 60))
+    tb = None
+    if tb_dir:
+        if tb_writer is None:
+            from torch.utils.tensorboard import SummaryWriter as tb_writer
+        tb = tb_writer(tb_dir)
     g = torch.Generator().manual_seed(sc.seed + 1)
+    step = 0
     for epoch in range(sc.epochs):
         perm = torch.randperm(len(xt), generator=g)
         for i in range(0, len(xt), sc.batch):
@@ -243,12 +254,22 @@ def train(sc: Scenario, out_dir: str) -> str:
             loss.backward()
             opt.step()
             run.log_train(loss, output=out, target=yt[idx])
+            step += 1
+            if tb is not None:
+                tb.add_scalar("loss/train", loss.item(), step)
+                tb.add_scalar("accuracy/train", (out.argmax(-1) == yt[idx]).float().mean().item(), step)
+                tb.add_scalar("lr", opt.param_groups[0]["lr"], step)
             if sched:
                 sched.step()
         vl, va = evaluate(model, xv, yv)
         run.log_val(loss=vl, accuracy=va)
         run.end_epoch()
+        if tb is not None:
+            tb.add_scalar("loss/val", vl.item(), step)
+            tb.add_scalar("accuracy/val", va.item(), step)
     run.close()
+    if tb is not None:
+        tb.close()
     with open(os.path.join(path, "expected.json"), "w") as f:
         json.dump({"findings": sorted(sc.expected), "why": sc.why}, f, indent=1)
         f.write("\n")

@@ -20,6 +20,7 @@ def runs_root(tmp_path, monkeypatch):
     for name in ("overfit-mlp-adam", "healthy-mlp-sgd", "lr-high-cnn-adam", "frozen-conv-cnn-adam"):
         shutil.copytree(os.path.join(SAMPLES, name), root / name)
     monkeypatch.setenv("TRAINDOC_ROOT", str(root))
+    monkeypatch.setenv("TRAINDOC_CACHE", str(tmp_path / "cache"))
     return root
 
 
@@ -132,3 +133,22 @@ def test_empty_root(tmp_path, monkeypatch):
     monkeypatch.setenv("TRAINDOC_ROOT", str(tmp_path))
     at = app()
     assert not at.exception and any("No runs here yet" in i.value for i in at.info)
+
+
+def test_tensorboard_run_in_root(runs_root):
+    """A TensorBoard logdir under ROOT is a run like any other."""
+    from torch.utils.tensorboard import SummaryWriter
+
+    w = SummaryWriter(str(runs_root / "tb-run"))
+    for i in range(300):
+        w.add_scalar("loss/train", 2.0 * 0.99 ** i, i)
+        w.add_scalar("lr", 0.1, i)
+    for e in range(3):
+        w.add_scalar("accuracy/val", 0.5 + 0.1 * e, 100 * (e + 1))
+        w.add_scalar("accuracy/train", 0.6 + 0.1 * e, 100 * (e + 1))
+    w.close()
+    at = app()
+    assert "tb-run" in list(at.dataframe[0].value["run"])
+    at = app("run", run="tb-run")
+    assert not at.exception
+    assert len(at.get("plotly_chart")) == 3  # loss, accuracy, LR (no update ratios in this log)

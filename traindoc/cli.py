@@ -27,9 +27,10 @@ def cmd_diagnose(args) -> int:
         reports = diagnose_path(args.path)
     except InputError as exc:
         return _fail(str(exc))
-    bad = [r for r in reports if r.error]
+    bad = [r for r in reports if r.error or r.warnings]
     for r in bad:
-        print(f"traindoc: {r.path}: {r.error}", file=sys.stderr)
+        for line in ([r.error] if r.error else r.warnings):
+            print(f"traindoc: {r.path}: {line}", file=sys.stderr)
     good = [r for r in reports if not r.error]
     if args.json:
         print(json.dumps({"runs": [r.to_dict() for r in good]}, indent=1))
@@ -60,6 +61,18 @@ def _table(reports) -> str:
     return "\n".join(lines)
 
 
+def cmd_export_tb(args) -> int:
+    from .reader import RunFormatError
+    from .tb.export import export_run
+
+    try:
+        n = export_run(args.run, args.out)
+    except (RunFormatError, OSError) as exc:
+        return _fail(f"{args.run}: {exc}")
+    print(f"wrote {n} scalars to {args.out} (open it with: tensorboard --logdir {args.out})")
+    return EXIT_OK
+
+
 def cmd_serve(args) -> int:
     from .serve import serve
 
@@ -74,6 +87,10 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--json", action="store_true", help="machine-readable output")
     d.add_argument("--fail-on", choices=SEVERITIES, help="exit 1 if any finding is at least this severe")
     d.set_defaults(func=cmd_diagnose)
+    e = sub.add_parser("export-tb", help="write a traindoc run as TensorBoard event files")
+    e.add_argument("run")
+    e.add_argument("--out", required=True, help="folder to write the event files into")
+    e.set_defaults(func=cmd_export_tb)
     s = sub.add_parser("serve", help="open the dashboard on a folder of runs")
     s.add_argument("root", nargs="?", default="runs")
     s.add_argument("--host", default="127.0.0.1", help="address to bind (default: loopback only)")

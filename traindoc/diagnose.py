@@ -5,8 +5,9 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 
-from .reader import RunFormatError, RunSeries, is_run_dir, read_run
+from .reader import RunFormatError, RunReader, RunSeries, is_run_dir
 from .rules import DEFAULT, Finding, Thresholds, run_rules
+from .tb import TBRunReader, find_tb_runs, is_tb_run
 
 
 class InputError(Exception):
@@ -21,6 +22,7 @@ class RunReport:
     path: str
     findings: list = field(default_factory=list)
     error: str | None = None
+    warnings: list = field(default_factory=list)  # parts of the input that could not be read
 
     def to_dict(self) -> dict:
         """The `--json` shape of one run."""
@@ -31,7 +33,7 @@ class RunReport:
 
 
 def find_runs(path: str, max_depth: int = 4) -> list[str]:
-    """Run folders at or under `path`, sorted. Raises InputError for unusable paths."""
+    """Run folders (traindoc or TensorBoard) at or under `path`, sorted. Raises InputError."""
     try:
         os.fsencode(path)
     except UnicodeError:
@@ -39,8 +41,8 @@ def find_runs(path: str, max_depth: int = 4) -> list[str]:
     if not os.path.exists(path):
         raise InputError(f"no such path: {path}")
     if not os.path.isdir(path):
-        raise InputError(f"not a folder (give a run folder or a folder of runs): {path}")
-    if is_run_dir(path):
+        raise InputError(f"not a folder (give a run folder, a TensorBoard logdir, or a folder of runs): {path}")
+    if is_run_dir(path) or is_tb_run(path):
         return [path]
     found = []
     base_depth = path.rstrip(os.sep).count(os.sep)
@@ -51,14 +53,23 @@ def find_runs(path: str, max_depth: int = 4) -> list[str]:
             dirnames[:] = []  # a run's own folder holds no further runs
         elif dirpath.count(os.sep) - base_depth >= max_depth:
             dirnames[:] = []
+    found += find_tb_runs(path, max_depth + 1)
     if not found:
-        raise InputError(f"no traindoc runs under {path} (a run folder has a meta.json)")
-    return found
+        raise InputError(f"no traindoc runs and no TensorBoard event files under {path} "
+                         "(a run folder has a meta.json; a TensorBoard run has events.out.tfevents.* files)")
+    return sorted(set(found))
 
 
-def load(path: str) -> RunSeries:
-    """Read one run folder (TensorBoard logdirs join here later)."""
-    return read_run(path)
+def open_reader(path: str):
+    """An incremental reader for a run folder: RunReader or TBRunReader, same surface."""
+    return RunReader(path) if is_run_dir(path) else TBRunReader(path)
+
+
+def load(path: str) -> tuple[RunSeries, list[str]]:
+    """Read one run folder of either kind: (series, lines about unreadable parts)."""
+    reader = open_reader(path)
+    reader.poll()
+    return reader.series(), list(reader.problems)
 
 
 def diagnose_path(path: str, cfg: Thresholds = DEFAULT) -> list[RunReport]:
@@ -67,8 +78,8 @@ def diagnose_path(path: str, cfg: Thresholds = DEFAULT) -> list[RunReport]:
     for run_path in find_runs(path):
         name = os.path.relpath(run_path, path) if run_path != path else os.path.basename(os.path.normpath(path))
         try:
-            run = load(run_path)
-            reports.append(RunReport(run.name, run_path, run_rules(run, cfg)))
+            run, problems = load(run_path)
+            reports.append(RunReport(run.name, run_path, run_rules(run, cfg), warnings=problems))
         except (RunFormatError, OSError, ValueError) as exc:
             reports.append(RunReport(name, run_path, error=str(exc)))
     return reports

@@ -174,6 +174,16 @@ class RunReader:
         """The run's series, keyed by name."""
         return RunSeries.from_frame(self.frame, self.meta, self.path)
 
+    @property
+    def records(self) -> int:
+        """Records read so far."""
+        return sum(len(c) for c in self._chunks)
+
+    @property
+    def problems(self) -> list[str]:
+        """One line about what could not be read, if anything."""
+        return [f"{self.corrupt_records} corrupt record(s) skipped"] if self.corrupt_records else []
+
 
 def _check_ok(data: bytes, n: int) -> np.ndarray:
     words = np.frombuffer(data, dtype="<u4", count=n * 8).reshape(n, 8)

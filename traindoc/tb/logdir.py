@@ -1,0 +1,308 @@
+"""TensorBoard logdirs as traindoc runs: discovery, incremental reading, a cache, series.
+
+A run is a folder that holds event files, or a Keras run: a folder whose `train/` and
+`validation/` subfolders hold them (one run, not two). Each event file is read from
+the byte offset where the last read stopped; what was read is cached (numpy arrays in
+the cache folder, `$TRAINDOC_CACHE` or `~/.cache/traindoc/tb`), so a second open
+reads the cache and only the bytes appended since.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from traindoc import format as fmt
+from traindoc.reader import RunFormatError, RunSeries
+
+from .events import read_scalars
+from .mapping import TRAIN_LOSS_RAW, load_overrides, map_tags
+
+KERAS_SPLITS = ("train", "validation")
+LIVE_SECS = 60.0
+CACHE_VERSION = 1
+
+
+def _event_files(folder: str) -> list[str]:
+    try:
+        names = sorted(os.listdir(folder))
+    except OSError:
+        return []
+    return [os.path.join(folder, n) for n in names if ".tfevents." in n and os.path.isfile(os.path.join(folder, n))]
+
+
+def _keras_splits(folder: str) -> list[str]:
+    return [s for s in KERAS_SPLITS if _event_files(os.path.join(folder, s))]
+
+
+def is_tb_run(path: str) -> bool:
+    """True for a folder with event files, or a Keras run folder (train/ and validation/)."""
+    return os.path.isdir(path) and bool(_event_files(path) or _keras_splits(path))
+
+
+def find_tb_runs(root: str, max_depth: int = 5) -> list[str]:
+    """Every TensorBoard run under `root` (Keras split folders fold into their parent)."""
+    found: set[str] = set()
+    base = root.rstrip(os.sep).count(os.sep)
+    for dirpath, dirnames, _ in os.walk(root, followlinks=False):
+        dirnames.sort()
+        if dirpath.count(os.sep) - base >= max_depth:
+            dirnames[:] = []
+        if not _event_files(dirpath):
+            continue
+        parent = os.path.dirname(dirpath)
+        if os.path.basename(dirpath) in KERAS_SPLITS and dirpath != root:
+            found.add(parent)
+        else:
+            found.add(dirpath)
+    return sorted(found)
+
+
+def cache_dir() -> str:
+    """Where parsed event files are cached."""
+    return os.environ.get("TRAINDOC_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "traindoc", "tb")
+
+
+@dataclass
+class _File:
+    path: str
+    prefix: str  # "train/" or "validation/" for Keras runs
+    offset: int = 0
+    tags: list = field(default_factory=list)  # tag names; tag_ids index into it
+    chunks: list = field(default_factory=list)  # (tag_ids, steps, walls, values) arrays
+    read_since_save: int = 0
+    saved_at: float = 0.0
+    head: bytes = b""
+    problem: str | None = None
+
+
+class TBRunReader:
+    """Incremental reader of one TensorBoard run; same surface as traindoc.reader.RunReader."""
+
+    def __init__(self, path: str, use_cache: bool = True):
+        if not os.path.isdir(path):
+            raise RunFormatError(f"not a folder: {path}")
+        if not is_tb_run(path):
+            raise RunFormatError(f"no TensorBoard event files in {path}")
+        self.path = path
+        self.use_cache = use_cache
+        self.keras = bool(_keras_splits(path))
+        self._files: dict[str, _File] = {}
+        self.overrides, self.ignore, self.run_meta = load_overrides(path, os.path.dirname(os.path.normpath(path)))
+        self._series: RunSeries | None = None
+
+    # ---- reading --------------------------------------------------------------------
+    def _paths(self):
+        if self.keras:
+            for s in _keras_splits(self.path):
+                for f in _event_files(os.path.join(self.path, s)):
+                    yield f, s + "/"
+        for f in _event_files(self.path):
+            yield f, ""
+
+    def poll(self) -> int:
+        """Read what was appended to any event file since the last poll; returns new points."""
+        new = 0
+        for path, prefix in self._paths():
+            st = self._files.get(path)
+            if st is None:
+                st = self._files[path] = self._from_cache(path, prefix)
+            new += self._read(st)
+        if new:
+            self._series = None
+        return new
+
+    def _read(self, st: _File) -> int:
+        try:
+            size = os.path.getsize(st.path)
+            with open(st.path, "rb") as f:
+                head = f.read(64)
+                if size < st.offset or (st.head and head[:len(st.head)] != st.head):
+                    st.offset, st.tags, st.chunks = 0, [], []  # the file was replaced: start over
+                st.head = head
+                f.seek(st.offset)
+                data = f.read()
+        except OSError as exc:
+            st.problem = f"{self._rel(st.path)}: cannot read: {exc.strerror or exc}"
+            return 0
+        if not data:
+            return 0
+        chunk = read_scalars(data, 0, st.offset)
+        st.offset = chunk.end
+        st.problem = self._describe(st, chunk)
+        if not chunk.values:
+            return 0
+        index = {t: i for i, t in enumerate(st.tags)}
+        ids = np.fromiter((index.setdefault(t, len(index)) for t in chunk.tags), dtype=np.int32,
+                          count=len(chunk.tags))
+        st.tags = list(index)
+        st.chunks.append((ids, np.asarray(chunk.steps, dtype=np.int64), np.asarray(chunk.walls, dtype=float),
+                          np.asarray(chunk.values, dtype=float)))
+        st.read_since_save += len(data)
+        if st.read_since_save > (1 << 20) or time.time() - st.saved_at > 30:
+            self._save_cache(st)
+        return len(chunk.values)
+
+    def _describe(self, st: _File, chunk) -> str | None:
+        rel = self._rel(st.path)
+        parts = []
+        if chunk.corrupt_records:
+            parts.append(f"{chunk.corrupt_records} corrupt record(s) skipped")
+        if chunk.unreadable_from is not None:
+            parts.append(f"unreadable from byte {chunk.unreadable_from} ({chunk.size - chunk.unreadable_from} bytes)")
+        elif chunk.end < chunk.size and time.time() - os.path.getmtime(st.path) > LIVE_SECS:
+            parts.append(f"the last {chunk.size - chunk.end} bytes are an incomplete record (the writer stopped)")
+        return f"{rel}: " + "; ".join(parts) if parts else None
+
+    def _rel(self, p: str) -> str:
+        return os.path.relpath(p, self.path)
+
+    # ---- cache ----------------------------------------------------------------------
+    def _cache_path(self, path: str) -> str:
+        key = hashlib.sha1(os.path.realpath(path).encode("utf-8", "surrogateescape")).hexdigest()
+        return os.path.join(cache_dir(), key + ".npz")
+
+    def _from_cache(self, path: str, prefix: str) -> _File:
+        st = _File(path, prefix)
+        if not self.use_cache:
+            return st
+        try:
+            with np.load(self._cache_path(path), allow_pickle=False) as z:
+                info = json.loads(str(z["info"]))
+                if info.get("version") != CACHE_VERSION:
+                    return st
+                st.offset, st.tags = int(info["offset"]), list(info["tags"])
+                st.head = bytes.fromhex(info["head"])
+                st.chunks = [(z["ids"], z["steps"], z["walls"], z["values"])]
+                st.saved_at = time.time()
+        except (OSError, ValueError, KeyError):
+            return _File(path, prefix)  # no cache, or an unreadable one: read the file itself
+        return st
+
+    def _save_cache(self, st: _File) -> None:
+        if not self.use_cache:
+            return
+        try:
+            os.makedirs(cache_dir(), exist_ok=True)
+            ids, steps, walls, values = self._arrays(st)
+            target = self._cache_path(st.path)
+            tmp = target + f".{os.getpid()}.tmp.npz"
+            info = json.dumps({"version": CACHE_VERSION, "offset": st.offset, "tags": st.tags, "head": st.head.hex(),
+                               "source": st.path})
+            np.savez(tmp, ids=ids, steps=steps, walls=walls, values=values, info=np.array(info))
+            os.replace(tmp, target)
+            st.chunks = [(ids, steps, walls, values)]
+            st.read_since_save, st.saved_at = 0, time.time()
+        except OSError:
+            pass  # a read-only home: no cache, still correct
+
+    @staticmethod
+    def _arrays(st: _File):
+        if not st.chunks:
+            return (np.zeros(0, np.int32), np.zeros(0, np.int64), np.zeros(0), np.zeros(0))
+        if len(st.chunks) > 1:
+            st.chunks = [tuple(np.concatenate([c[i] for c in st.chunks]) for i in range(4))]
+        return st.chunks[0]
+
+    # ---- results --------------------------------------------------------------------
+    @property
+    def problems(self) -> list[str]:
+        """One line per event file that had unreadable parts."""
+        return [f.problem for f in self._files.values() if f.problem]
+
+    @property
+    def records(self) -> int:
+        """Scalar points read so far."""
+        return sum(len(c[0]) for f in self._files.values() for c in f.chunks)
+
+    @property
+    def meta(self) -> dict:
+        """Metadata in the shape of a traindoc run's meta.json."""
+        mtimes = [os.path.getmtime(p) for p, _ in self._paths()]
+        newest = max(mtimes) if mtimes else 0.0
+        return {
+            "schema_version": fmt.SCHEMA_VERSION, "name": os.path.basename(os.path.normpath(self.path)),
+            "source": "tensorboard", "keras": self.keras,
+            "status": fmt.STATUS_RUNNING if time.time() - newest < LIVE_SECS else fmt.STATUS_FINISHED,
+            "updated": newest, "start_time": min(mtimes) if mtimes else None, "config": {},
+            "warnings": self.problems, "event_files": len(mtimes), **self.run_meta,
+        }
+
+    def raw(self) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        """tag -> (steps, values, walls), in order of first appearance (Keras tags prefixed with their split)."""
+        out: dict[str, list] = {}
+        for st in self._files.values():
+            ids, steps, walls, values = self._arrays(st)
+            if not len(ids):
+                continue
+            order = np.argsort(ids, kind="stable")
+            bounds = np.flatnonzero(np.diff(ids[order])) + 1
+            groups = sorted(np.split(order, bounds), key=lambda g: g[0])  # first appearance in the file
+            for grp in groups:
+                tag = st.prefix + st.tags[ids[grp[0]]]
+                out.setdefault(tag, []).append((steps[grp], values[grp], walls[grp]))
+        return {t: tuple(np.concatenate([p[i] for p in parts]) for i in range(3)) for t, parts in out.items()}
+
+    def series(self) -> RunSeries:
+        """The run as traindoc series (mapped names, windows for per-step series)."""
+        if self._series is None:
+            self._series = build_series(self.raw(), self.meta, self.path, self.keras, self.overrides, self.ignore)
+        return self._series
+
+
+def build_series(raw: dict, meta: dict, path: str, keras: bool, overrides=None, ignore=()) -> RunSeries:
+    """Map tags to traindoc names and add rolling windows where the run logged per step."""
+    mapping = map_tags(list(raw), keras=keras, overrides=overrides, ignore=ignore)
+    if keras:
+        raw = _keras_epochs_on_batch_axis(raw)
+    data = {}
+    for tag, targets in mapping.items():
+        steps, values, walls = raw[tag]
+        order = np.argsort(steps, kind="stable")
+        for target in targets:
+            data[target] = (steps[order], values[order], walls[order])
+    _add_windows(data)
+    return RunSeries(name=meta["name"], path=path, meta=meta, _data=data)
+
+
+def _keras_epochs_on_batch_axis(raw: dict) -> dict:
+    """Keras logs epoch_* at the epoch index and batch_* at the batch: put both on batches."""
+    batch = [v[0] for t, v in raw.items() if "/batch_" in t]
+    epoch = [v[0] for t, v in raw.items() if "/epoch_" in t]
+    if not batch or not epoch:
+        return raw
+    n_epochs = int(max(e.max() for e in epoch)) + 1
+    per_epoch = max(1, round((max(int(b.max()) for b in batch) + 1) / n_epochs))
+    return {t: ((v[0] + 1) * per_epoch, v[1], v[2]) if "/epoch_" in t else v for t, v in raw.items()}
+
+
+def _add_windows(data: dict) -> None:
+    """Per-step train loss/accuracy get window mean, variance and count, as the collector writes."""
+    if TRAIN_LOSS_RAW in data and fmt.LOSS_WINDOW + "/mean" not in data:
+        steps, values, walls = data[TRAIN_LOSS_RAW]
+        w = max(1, len(steps) // 120)
+        if w > 1:
+            n = len(steps) // w * w
+            v = values[:n].reshape(-1, w)
+            end = steps[w - 1:n:w]
+            stat = {"mean": v.mean(1), "var": v.var(1), "min": v.min(1), "max": v.max(1),
+                    "count": np.full(len(end), float(w)), "nonfinite": (~np.isfinite(v)).sum(1).astype(float)}
+            for k, arr in stat.items():
+                data[f"{fmt.LOSS_WINDOW}/{k}"] = (end, arr, walls[w - 1:n:w])
+    if fmt.TRAIN_ACC in data and len(data[fmt.TRAIN_ACC][0]) > 240:
+        steps, values, walls = data[fmt.TRAIN_ACC]
+        w = len(steps) // 120
+        n = len(steps) // w * w
+        data[fmt.TRAIN_ACC] = (steps[w - 1:n:w], values[:n].reshape(-1, w).mean(1), walls[w - 1:n:w])
+
+
+def read_tb_run(path: str) -> RunSeries:
+    """Load a whole TensorBoard run."""
+    r = TBRunReader(path)
+    r.poll()
+    return r.series()

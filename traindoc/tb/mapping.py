@@ -1,0 +1,188 @@
+"""Map the public TensorBoard tag conventions onto traindoc's series names.
+
+Conventions understood (first match wins, most specific first):
+  * traindoc's own names (a run exported with `traindoc export-tb` reads back as itself);
+  * Keras' TensorBoard callback: `train/` and `validation/` folders of one run with
+    `epoch_loss`, `epoch_accuracy`, `epoch_learning_rate`, `batch_loss`, ...;
+  * Hugging Face Trainer: `train/loss`, `train/learning_rate`, `train/epoch`, `eval/loss`,
+    `eval/accuracy`, `eval/<metric>`;
+  * PyTorch Lightning: `train_loss[_step|_epoch]`, `val_loss`, `val_acc`, `train_acc[_step|_epoch]`,
+    `epoch`, and LearningRateMonitor's `lr-<Optimizer>[/pg<N>]`, `lr-<Optimizer>-momentum`;
+  * plain names: `loss`, `acc`/`accuracy`, `lr`/`learning_rate` with train/val/valid/validation/
+    eval/test as a prefix or suffix, joined by `/`, `_` or `-`.
+Where two tags claim one series, the more specific wins and the other stays a custom
+scalar; anything unmapped is shown as `custom/<tag>`. A user file overrides all of it:
+`traindoc-tb.toml` (or `.json`) in the logdir or the run folder:
+
+    [map]
+    "holdout/top1" = "val/acc"
+    ignore = ["timing/.*"]
+    [run]
+    num_classes = 10
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+
+from traindoc import format as fmt
+
+TRAIN_LOSS_RAW = "train/loss"
+OVERRIDE_FILES = ("traindoc-tb.toml", "traindoc-tb.json")
+_NATIVE = re.compile(r"^(train/loss/(mean|var|min|max|count|nonfinite|first)|train_epoch/loss/(mean|var|min|max|count|"
+                     r"nonfinite)|train/acc|train_epoch/acc|epoch|val/.+|lr/.+|momentum/.+|beta[12]/.+|"
+                     r"update_ratio/.+|custom/.+)$")
+_SPLITS = {"train": "train", "training": "train", "val": "val", "valid": "val", "validation": "val",
+           "eval": "val", "test": "test"}
+_METRICS = {"loss": "loss", "acc": "acc", "accuracy": "acc", "lr": "lr", "learning_rate": "lr",
+            "learningrate": "lr"}
+_LIGHTNING_LR = re.compile(r"^lr-([A-Za-z0-9_]+?)(-momentum)?(?:/pg(\d+))?$")
+
+
+def _plain(tag: str):
+    """(split, metric, level) for plain names like val_loss, loss/train, train-acc, accuracy."""
+    t = tag.lower().replace("learning_rate", "learningrate")
+    parts = [p for p in re.split(r"[/_\-]", t) if p]
+    level = None
+    if parts and parts[-1] in ("step", "epoch"):
+        level = parts.pop()
+    if not parts or len(parts) > 2:
+        return None
+    metric = [_METRICS[p] for p in parts if p in _METRICS]
+    split = [_SPLITS[p] for p in parts if p in _SPLITS]
+    if len(metric) != 1 or len(split) > 1 or len(metric) + len(split) != len(parts):
+        return None
+    return (split[0] if split else None), metric[0], level
+
+
+def _candidates(tag: str, keras: bool):
+    """(target, priority) proposals for one tag; lower priority wins."""
+    if _NATIVE.match(tag):
+        yield tag, 0
+        return
+    if keras:
+        split, _, name = tag.partition("/")
+        if split in ("train", "validation") and name.startswith(("epoch_", "batch_", "evaluation_")):
+            level, _, metric = name.partition("_")
+            metric = _METRICS.get(metric.replace("learning_rate", "lr"), metric)
+            if split == "train":
+                if metric == "loss":
+                    yield (TRAIN_LOSS_RAW, 1) if level == "batch" else ("train_epoch/loss/mean", 1)
+                    if level == "epoch":
+                        yield TRAIN_LOSS_RAW, 5  # only if there is no per-batch loss
+                elif metric == "acc":
+                    yield (fmt.TRAIN_ACC, 1) if level == "batch" else (fmt.TRAIN_ACC_EPOCH, 1)
+                elif metric == "lr":
+                    yield "lr/pg0", 1
+            elif level == "epoch":
+                if metric in ("loss", "acc"):
+                    yield f"val/{metric}", 1
+            return
+    hf = {"train/loss": (TRAIN_LOSS_RAW, 1), "train/learning_rate": ("lr/pg0", 1), "train/epoch": ("epoch", 1),
+          "eval/loss": ("val/loss", 1), "eval/accuracy": ("val/acc", 1), "eval/acc": ("val/acc", 1)}
+    if tag in hf:
+        yield hf[tag]
+        return
+    m = re.match(r"^eval/([A-Za-z0-9_]+)$", tag)
+    if m and m.group(1) not in ("runtime", "samples_per_second", "steps_per_second"):
+        yield f"val/{m.group(1)}", 3
+        return
+    m = _LIGHTNING_LR.match(tag)
+    if m:
+        opt, mom, pg = m.groups()
+        yield f"{'momentum' if mom else 'lr'}/{{opt:{opt}}}pg{pg or 0}", 2
+        return
+    if tag == "epoch":
+        yield "epoch", 1
+        return
+    p = _plain(tag)
+    if p:
+        split, metric, level = p
+        if metric == "lr":
+            if split in (None, "train"):
+                yield "lr/pg0", 4
+            return
+        if split in (None, "train"):
+            vague = split is None  # a bare "loss" yields to an explicit "loss/train"
+            if metric == "loss":
+                if level == "epoch":
+                    yield "train_epoch/loss/mean", 2 + vague
+                    yield TRAIN_LOSS_RAW, 6
+                else:
+                    yield TRAIN_LOSS_RAW, (2 if level == "step" else 3) + vague
+            elif level == "epoch":
+                yield fmt.TRAIN_ACC_EPOCH, 2 + vague
+            else:
+                yield fmt.TRAIN_ACC, (2 if level == "step" else 3) + vague
+        elif split == "val":
+            yield f"val/{metric}", 2 if level != "step" else 4
+        elif split == "test":
+            yield f"val/{metric}", 7  # test as validation only when there is nothing better
+
+
+def load_overrides(*folders: str) -> tuple[dict, list, dict]:
+    """({tag: series}, [ignore regexes], {run metadata}) from the first override file in `folders`.
+
+    The `run` table adds to the run's metadata, e.g. `num_classes = 10` for the
+    initial-loss check, or `config = {...}` for the dashboard."""
+    for folder in folders:
+        for name in OVERRIDE_FILES:
+            path = os.path.join(folder, name)
+            if not os.path.isfile(path):
+                continue
+            with open(path, "rb") as f:
+                raw = f.read()
+            try:
+                if name.endswith(".json"):
+                    data = json.loads(raw)
+                else:
+                    import tomllib
+
+                    data = tomllib.loads(raw.decode("utf-8"))
+            except (ValueError, UnicodeDecodeError) as exc:
+                raise ValueError(f"{path}: not valid {name.rsplit('.', 1)[1].upper()}: {exc}") from None
+            table = data.get("map", {}) if isinstance(data, dict) else {}
+            mapping = {str(k): str(v) for k, v in table.items() if k != "ignore" and isinstance(v, str)}
+            ignore = table.get("ignore", data.get("ignore", []))
+            run = data.get("run", {}) if isinstance(data, dict) else {}
+            return mapping, [re.compile(str(p)) for p in ignore], run if isinstance(run, dict) else {}
+    return {}, [], {}
+
+
+def map_tags(tags, keras: bool = False, overrides: dict | None = None, ignore=()) -> dict[str, list[str]]:
+    """tag -> the traindoc series it feeds ([] = ignored). Unclaimed tags become custom scalars.
+
+    `tags` come in the order they first appear in the logdir: among equals the first one
+    wins, and Lightning's optimizers are numbered in that order."""
+    overrides = overrides or {}
+    claims: dict[str, tuple[int, str]] = {}
+    result: dict[str, list[str]] = {}
+    optimizers: list[str] = []
+    for tag in tags:
+        if any(p.search(tag) for p in ignore):
+            result[tag] = []
+        elif tag in overrides:
+            result[tag] = [overrides[tag]]
+            claims[overrides[tag]] = (-1, tag)
+    for tag in tags:
+        if tag in result:
+            continue
+        for target, prio in _candidates(tag, keras):
+            m = re.search(r"\{opt:([^}]*)\}", target)
+            if m:  # Lightning: the first optimizer is lr/pg*, the next lr/opt1/pg* ...
+                if m.group(1) not in optimizers:
+                    optimizers.append(m.group(1))
+                k = optimizers.index(m.group(1))
+                target = target.replace(m.group(0), "" if k == 0 else f"opt{k}/")
+            held = claims.get(target)
+            if held is None or prio < held[0]:
+                claims[target] = (prio, tag)
+    for target, (prio, tag) in claims.items():
+        if prio >= 0:
+            result.setdefault(tag, []).append(target)
+    for tag in tags:
+        if tag not in result:
+            result[tag] = [fmt.CUSTOM_PREFIX + tag]
+    return result
