@@ -96,12 +96,14 @@ class Run:
         lifecycle.register(self)
 
     # ---- public API -----------------------------------------------------------------
-    def log_train(self, loss, output=None, target=None, divided_by: float = 1.0) -> None:
+    def log_train(self, loss, output=None, target=None, divided_by: float = 1.0, accuracy=None) -> None:
         """Record one batch's (or micro-batch's) training loss, and accuracy if given.
 
         `loss`: a 0-d tensor (or per-sample losses, which are averaged). If your
         script divides the loss by the accumulation steps, pass that factor as
-        `divided_by` and the unscaled value is recorded. No host-device sync.
+        `divided_by` and the unscaled value is recorded. Accuracy comes from
+        `output` (logits) and `target`, or, if you computed it already, `accuracy`
+        (the batch's fraction correct; a window then averages the batches). No sync.
         """
         if self.closed:
             return
@@ -122,6 +124,10 @@ class Run:
             self._losses.append(t)
             if target is not None and output is not None:
                 self._log_accuracy(output, target)
+            elif accuracy is not None:
+                a = accuracy.detach() if isinstance(accuracy, torch.Tensor) else torch.tensor(float(accuracy))
+                self._corrects.append(a.reshape(()).float())
+                self._total += 1
         except Exception as exc:
             self._warn("log_train:" + type(exc).__name__, f"traindoc: log_train failed: {exc!r}")
 

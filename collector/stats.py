@@ -49,7 +49,10 @@ def summarize(losses: list, corrects: list, total: int, device_totals: list,
         e = empty(device)
         parts = [e[COUNT], e[SUM], e[SUMSQ], e[MIN], e[MAX], e[NONFINITE]]
     if corrects:
-        correct = (torch.stack(corrects) if len(corrects) > 1 else corrects[0]).sum().to(dtype)
+        try:
+            correct = (torch.stack(corrects) if len(corrects) > 1 else corrects[0]).sum().to(dtype)
+        except RuntimeError:  # counts and fractions, or several devices, in one window
+            correct = torch.stack([c.to(device=device, dtype=dtype) for c in corrects]).sum()
     else:
         correct = torch.zeros((), dtype=dtype, device=device)
     total_t = torch.full((), total, dtype=dtype, device=device)

@@ -1,0 +1,173 @@
+"""One-line attachment for Lightning and the Hugging Face Trainer, with real fits on CPU."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from traindoc.diagnose import diagnose_path
+from traindoc.reader import read_run
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(ROOT, "sample_runs"))
+import generate  # noqa: E402  (the sample runs' data sets and models)
+
+
+def test_collector_imports_without_the_extras():
+    code = ("import sys; [sys.modules.__setitem__(m, None) for m in ('lightning', 'pytorch_lightning', "
+            "'transformers', 'accelerate')]; import collector; print(collector.attach.__name__)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "attach"
+
+
+# ---- Lightning ------------------------------------------------------------------------
+def lightning_fit(root, name, lr, decay_epoch=None, epochs=10):
+    import lightning as L
+
+    import collector.lightning
+
+    class Module(L.LightningModule):
+        def __init__(self, lr, momentum=0.9, decay_epoch=None):
+            super().__init__()
+            self.save_hyperparameters()
+            torch.manual_seed(0)
+            self.net = generate.mlp(128)
+
+        def training_step(self, batch, _):
+            x, y = batch
+            out = self.net(x)
+            self.log("train_acc", (out.argmax(-1) == y).float().mean(), on_step=True)
+            return F.cross_entropy(out, y)
+
+        def validation_step(self, batch, _):
+            x, y = batch
+            out = self.net(x)
+            self.log("val_loss", F.cross_entropy(out, y))
+            self.log("val_acc", (out.argmax(-1) == y).float().mean())
+            self.log("val_top1_custom", (out.argmax(-1) == y).float().mean())
+
+        def configure_optimizers(self):
+            opt = torch.optim.SGD(self.parameters(), lr=self.hparams.lr, momentum=self.hparams.momentum)
+            if self.hparams.decay_epoch is None:
+                return opt
+            return [opt], [torch.optim.lr_scheduler.MultiStepLR(opt, [self.hparams.decay_epoch], 0.1)]
+
+    (xt, yt), (xv, yv) = generate.cluster_data(4000)
+
+    def loader(x, y, shuffle):
+        return torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, y), batch_size=32, shuffle=shuffle,
+                                           generator=torch.Generator().manual_seed(1) if shuffle else None)
+    trainer = L.Trainer(max_epochs=epochs, callbacks=[collector.lightning.Collector(root=root, name=name)],
+                        logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                        enable_model_summary=False, accelerator="cpu")
+    trainer.fit(Module(lr, decay_epoch=decay_epoch), loader(xt, yt, True), loader(xv, yv, False))
+    return os.path.join(root, name)
+
+
+@pytest.mark.slow
+def test_lightning_series_and_healthy_diagnosis(tmp_path):
+    torch.set_num_threads(1)
+    # the sample run healthy-mlp-sgd's recipe (24 epochs, LR cut at 16), through Lightning
+    path = lightning_fit(str(tmp_path), "pl-healthy", lr=0.05, decay_epoch=16, epochs=24)
+    s = read_run(path)
+    assert s.meta["status"] == "finished" and s.meta["steps"] == 3000
+    assert s.meta["config"]["lr"] == 0.05 and s.meta["config"]["decay_epoch"] == 16  # save_hyperparameters
+    assert s.get("train/loss/count").sum() == 3000  # every batch's loss, once
+    assert s.get("lr/pg0").tolist() == [0.05, pytest.approx(0.005)]  # the epoch-16 decay, exactly
+    assert list(s.get("lr/pg0").index) == [1, 16 * 125 + 1]
+    assert s.get("momentum/pg0").tolist() == [0.9]
+    assert len(s.get("val/acc")) == 24 and s.get("val/acc").iloc[-1] > 0.85
+    assert len(s.get("val/top1_custom")) == 24  # other validation metrics come along
+    assert s.has("train/acc") and s.has("update_ratio/net.0.weight")
+    (report,) = diagnose_path(path)
+    assert report.findings == []
+
+
+@pytest.mark.slow
+def test_lightning_ten_times_the_lr_is_too_high(tmp_path):
+    torch.set_num_threads(1)
+    (report,) = diagnose_path(lightning_fit(str(tmp_path), "pl-high", lr=0.2))
+    assert "lr_too_high" in {f.rule for f in report.findings}
+
+
+def test_lightning_rejects_a_bad_root():
+    import collector.lightning
+
+    with pytest.raises(ValueError, match="root"):
+        collector.lightning.Collector(root="")
+
+
+# ---- Hugging Face Trainer -------------------------------------------------------------
+class MarkerCounts(torch.utils.data.Dataset):
+    """Token sequences; the label is the marker token (1, 2 or 3) that appears most often."""
+
+    def __init__(self, n, seed):
+        g = torch.Generator().manual_seed(seed)
+        self.x = torch.randint(5, 60, (n, 16), generator=g)
+        self.y = torch.zeros(n, dtype=torch.long)
+        for i in range(n):
+            counts = torch.randint(1, 5, (3,), generator=g)
+            pos = torch.randperm(16, generator=g)[:int(counts.sum())]
+            self.x[i, pos] = torch.repeat_interleave(torch.arange(1, 4), counts)
+            self.y[i] = int(torch.argmax(counts + 0.1 * torch.arange(3)))
+
+    def __len__(self):
+        return len(self.y)
+
+    def __getitem__(self, i):
+        return {"input_ids": self.x[i], "attention_mask": torch.ones(16, dtype=torch.long), "labels": self.y[i]}
+
+
+def hf_train(root, name, lr):
+    from transformers import BertConfig, BertForSequenceClassification, Trainer, TrainingArguments
+
+    import collector.hf
+
+    torch.manual_seed(0)
+    config = BertConfig(vocab_size=64, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                        intermediate_size=64, max_position_embeddings=32, num_labels=3)
+    args = TrainingArguments(output_dir=os.path.join(root, "hf-out"), num_train_epochs=6, learning_rate=lr,
+                             per_device_train_batch_size=32, eval_strategy="epoch", logging_steps=10, report_to=[],
+                             save_strategy="no", use_cpu=True, seed=0, disable_tqdm=True)
+
+    def accuracy(p):
+        return {"accuracy": float((p.predictions.argmax(-1) == p.label_ids).mean())}
+    trainer = Trainer(model=BertForSequenceClassification(config), args=args, train_dataset=MarkerCounts(1600, 0),
+                      eval_dataset=MarkerCounts(400, 1), compute_metrics=accuracy,
+                      callbacks=[collector.hf.Collector(root=root, name=name, log_every=10)])
+    trainer.train()
+    return os.path.join(root, name)
+
+
+@pytest.mark.slow
+def test_hf_trainer_series(tmp_path):
+    torch.set_num_threads(2)
+    path = hf_train(str(tmp_path), "hf-run", lr=1e-3)
+    s = read_run(path)
+    steps = 6 * 50
+    assert s.meta["steps"] == steps and s.meta["num_classes"] == 3
+    assert s.meta["config"]["learning_rate"] == 1e-3 and s.meta["config"]["num_train_epochs"] == 6
+    assert s.get("train/loss/count").sum() == steps  # a per-batch loss from every forward in training
+    assert (s.get("train/loss/var") > 0).all()  # real windows with a variance, not logged averages
+    lr = s.get("lr/pg0")
+    assert lr.iloc[0] == pytest.approx(1e-3) and lr.is_monotonic_decreasing and len(lr) == steps  # linear decay
+    assert s.get("beta1/pg0").tolist() == [0.9]
+    assert len(s.get("val/loss")) == 6 and len(s.get("val/acc")) == 6
+    assert s.get("train/acc").between(0, 1).all()
+    assert "update_ratio/classifier.weight" in s.keys
+    assert s.get("epoch").tolist() == [1, 2, 3, 4, 5, 6]
+
+
+@pytest.mark.slow
+def test_hf_ten_times_the_lr_is_too_high(tmp_path):
+    torch.set_num_threads(2)
+    (ok,) = diagnose_path(hf_train(str(tmp_path), "hf-ok", lr=1e-3))
+    (high,) = diagnose_path(hf_train(str(tmp_path), "hf-high", lr=1e-2))
+    assert "lr_too_high" not in {f.rule for f in ok.findings}
+    assert "lr_too_high" in {f.rule for f in high.findings}
