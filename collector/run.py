@@ -34,7 +34,8 @@ def attach(model: torch.nn.Module | None, optimizer, root: str = "runs", name: s
     Options: num_classes, log_every (steps per loss window, default 50),
     ratio_every (steps between update-ratio samples, default 100; 0 turns them
     off), flush_secs (default 1.0), ignore_index (target value that does not
-    count towards accuracy).
+    count towards accuracy), max_pending (records the writer may hold before it
+    drops, counted, rather than slow the step; default 200,000).
     """
     return Run(model, optimizer, root=root, name=name, config=config, **options)
 
@@ -45,7 +46,7 @@ class Run:
     def __init__(self, model, optimizer, root: str = "runs", name: str | None = None,
                  config: Mapping[str, Any] | None = None, num_classes: int | None = None,
                  log_every: int = 50, ratio_every: int = 100, flush_secs: float = 1.0,
-                 ignore_index: int | None = None):
+                 ignore_index: int | None = None, max_pending: int = 200_000):
         optimizers = list(optimizer) if isinstance(optimizer, (list, tuple)) else [optimizer]
         if not optimizers or not all(isinstance(o, torch.optim.Optimizer) for o in optimizers):
             raise TypeError("traindoc: optimizer must be a torch.optim.Optimizer or a list of them")
@@ -82,7 +83,7 @@ class Run:
             try:
                 meta = initial_meta(self.name, config, model, optimizers, num_classes,
                                     self.log_every, ratio_every, self._world)
-                self._writer = RunWriter(self.path, meta, flush_secs=flush_secs)
+                self._writer = RunWriter(self.path, meta, flush_secs=flush_secs, max_pending=max_pending)
             except Exception as exc:  # cannot even create the folder: train on, record nothing
                 self._warn("open", f"traindoc: cannot write run at {self.path!r}: {exc!r}; not recording")
 

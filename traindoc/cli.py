@@ -15,8 +15,14 @@ from .rules import SEVERITIES, severity_rank
 EXIT_OK, EXIT_FINDINGS, EXIT_BAD_INPUT = 0, 1, 2
 
 
+def _say(msg: str) -> None:
+    """One line on stderr; bytes that are not valid text (odd file names) are shown escaped."""
+    line = " ".join(f"traindoc: {msg}".split())
+    print(line.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace"), file=sys.stderr)
+
+
 def _fail(msg: str) -> int:
-    print(f"traindoc: {msg}", file=sys.stderr)
+    _say(msg)
     return EXIT_BAD_INPUT
 
 
@@ -30,7 +36,7 @@ def cmd_diagnose(args) -> int:
     bad = [r for r in reports if r.error or r.warnings]
     for r in bad:
         for line in ([r.error] if r.error else r.warnings):
-            print(f"traindoc: {r.path}: {line}", file=sys.stderr)
+            _say(f"{r.path}: {line}")
     good = [r for r in reports if not r.error]
     if args.json:
         print(json.dumps({"runs": [r.to_dict() for r in good]}, indent=1))
@@ -65,9 +71,12 @@ def cmd_export_tb(args) -> int:
     from .reader import RunFormatError
     from .tb.export import export_run
 
+    if not os.path.isdir(args.run):
+        kind = "a file, not a run folder" if os.path.exists(args.run) else "no such run folder"
+        return _fail(f"{args.run}: {kind}")
     try:
         n = export_run(args.run, args.out)
-    except (RunFormatError, OSError) as exc:
+    except (RunFormatError, OSError, ValueError) as exc:
         return _fail(f"{args.run}: {exc}")
     print(f"wrote {n} scalars to {args.out} (open it with: tensorboard --logdir {args.out})")
     return EXIT_OK
@@ -76,6 +85,13 @@ def cmd_export_tb(args) -> int:
 def cmd_serve(args) -> int:
     from .serve import serve
 
+    try:
+        args.root.encode("utf-8")
+    except UnicodeEncodeError:
+        return _fail(f"{args.root}: the folder name is not valid UTF-8; rename it or serve its parent")
+    if not os.path.isdir(args.root):
+        return _fail(f"{args.root}: " + ("a file, not a folder of runs" if os.path.exists(args.root)
+                                         else "no such folder"))
     return serve(args.root, host=args.host, port=args.port, headless=args.headless)
 
 

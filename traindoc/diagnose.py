@@ -34,10 +34,6 @@ class RunReport:
 
 def find_runs(path: str, max_depth: int = 4) -> list[str]:
     """Run folders (traindoc or TensorBoard) at or under `path`, sorted. Raises InputError."""
-    try:
-        os.fsencode(path)
-    except UnicodeError:
-        raise InputError(f"path is not valid text: {path!r}") from None
     if not os.path.exists(path):
         raise InputError(f"no such path: {path}")
     if not os.path.isdir(path):
