@@ -98,10 +98,17 @@ def test_tensorboard_reader_survives_any_damage(tmp_path_factory, m):
 
 
 GARBAGE = r"""
-import os, resource, sys, time
+import os, sys, time
 sys.path.insert(0, {root!r})
 path, kind = sys.argv[1], sys.argv[2]
-before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+
+def peak_kb():  # VmHWM starts afresh at exec, unlike ru_maxrss, which a child inherits
+    for line in open("/proc/self/status"):
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1])
+
+import numpy, pandas  # measured from after the imports: the growth is the reading itself
+before = peak_kb()
 t0 = time.time()
 if kind == "run":
     from traindoc.reader import RunReader
@@ -109,8 +116,7 @@ if kind == "run":
 else:
     from traindoc.tb import TBRunReader
     r = TBRunReader(path, use_cache=False); r.poll(); r.series(); n = r.records
-peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-print(n, (peak - before) // 1024, round(time.time() - t0, 2), len(r.problems))
+print(n, (peak_kb() - before) // 1024, round(time.time() - t0, 2), len(r.problems))
 """
 
 
@@ -131,5 +137,6 @@ def test_100mb_of_garbage_bounded(tmp_path):
                              timeout=120)
         assert out.returncode == 0, out.stderr
         records, grew_mb, secs, problems = out.stdout.split()
-        assert int(grew_mb) < 600, (kind, grew_mb)  # the file itself is 100 MB
+        print(f"100 MB garbage ({kind}): {records} records, memory +{grew_mb} MB, {secs} s")
+        assert 100 <= int(grew_mb) < 400, (kind, grew_mb)  # the file itself is 100 MB
         assert float(secs) < 60 and int(problems) >= 1 and int(records) < 10
