@@ -26,18 +26,27 @@ def _train_acc(run):
     return series_or_none(run, fmt.TRAIN_ACC, fmt.TRAIN_ACC_EPOCH)
 
 
+def _past_best(v, cfg: Thresholds, higher_is_better: bool, worse):
+    """(step, value) of the best evaluation, if the last `overfit_confirm` ones after it are
+    all `worse(value_after, best_value)`; else None."""
+    if len(v) < 2 + cfg.overfit_confirm:
+        return None
+    best = int(v.idxmax() if higher_is_better else v.idxmin())
+    value = float(v.loc[best])
+    after = v[v.index > best]
+    if len(after) < cfg.overfit_confirm or not worse(after.iloc[-cfg.overfit_confirm:], value).all():
+        return None
+    return best, value
+
+
 def _by_accuracy(run, cfg: Thresholds) -> list[Finding]:
     va = series_or_none(run, fmt.VAL_ACC)
     ta = _train_acc(run)
-    if va is None or ta is None or len(va) < 2 + cfg.overfit_confirm:
+    found = None if va is None or ta is None else _past_best(
+        va, cfg, True, lambda later, peak: later <= peak - cfg.overfit_acc_drop)
+    if found is None:
         return []
-    best = int(va.idxmax())
-    peak = float(va.max())
-    after = va[va.index > best]
-    if len(after) < cfg.overfit_confirm:
-        return []
-    if not (after.iloc[-cfg.overfit_confirm:] <= peak - cfg.overfit_acc_drop).all():
-        return []
+    best, peak = found
     ta_best = float(ta[ta.index <= best].iloc[-3:].mean()) if (ta.index <= best).any() else float(ta.iloc[0])
     ta_end = float(ta.iloc[-3:].mean())
     if ta_end < ta_best + cfg.overfit_train_rise:
@@ -51,15 +60,11 @@ def _by_accuracy(run, cfg: Thresholds) -> list[Finding]:
 def _by_loss(run, cfg: Thresholds) -> list[Finding]:
     vl = series_or_none(run, fmt.VAL_LOSS)
     c = loss_curve(run)
-    if vl is None or c is None or len(vl) < 2 + cfg.overfit_confirm:
+    found = None if vl is None or c is None else _past_best(
+        vl, cfg, False, lambda later, low: (later >= low * (1 + cfg.overfit_loss_rise)) & (low > 0))
+    if found is None:
         return []
-    best = int(vl.idxmin())
-    low = float(vl.min())
-    after = vl[vl.index > best]
-    if len(after) < cfg.overfit_confirm or low <= 0:
-        return []
-    if not (after.iloc[-cfg.overfit_confirm:] >= low * (1 + cfg.overfit_loss_rise)).all():
-        return []
+    best, low = found
     if c.mean[-1] >= c.value_at(best):
         return []  # train loss did not keep falling
     return [Finding(ID, "warning", (best, int(vl.index[-1])), {
