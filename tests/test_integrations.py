@@ -171,3 +171,38 @@ def test_hf_ten_times_the_lr_is_too_high(tmp_path):
     (high,) = diagnose_path(hf_train(str(tmp_path), "hf-high", lr=1e-2))
     assert "lr_too_high" not in {f.rule for f in ok.findings}
     assert "lr_too_high" in {f.rule for f in high.findings}
+
+
+@pytest.mark.slow
+def test_third_party_loop_gradient_accumulation(tmp_path):
+    """The Trainer's own loop, with gradient accumulation and its own loss scaling, against the
+    losses its forward passes really produced (read independently, with .item(), in the test).
+
+    (Noticed on transformers 5.23: the loss the Trainer itself logs with 4 accumulation steps
+    is 4x the per-batch mean; traindoc records the per-batch values.)"""
+    from transformers import BertConfig, BertForSequenceClassification, Trainer, TrainingArguments
+
+    import collector.hf
+
+    torch.manual_seed(0)
+    torch.set_num_threads(2)
+    config = BertConfig(vocab_size=64, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                        intermediate_size=64, max_position_embeddings=32, num_labels=3)
+    model = BertForSequenceClassification(config)
+    truth = []
+    model.register_forward_hook(lambda m, a, out: truth.append(out.loss.item()) if m.training else None)
+    args = TrainingArguments(output_dir=str(tmp_path / "out"), max_steps=40, learning_rate=1e-3,
+                             per_device_train_batch_size=8, gradient_accumulation_steps=4, logging_steps=10,
+                             report_to=[], save_strategy="no", use_cpu=True, seed=0, disable_tqdm=True)
+    trainer = Trainer(model=model, args=args, train_dataset=MarkerCounts(1600, 0),
+                      callbacks=[collector.hf.Collector(root=str(tmp_path), name="accum", log_every=10)])
+    trainer.train()
+    s = read_run(str(tmp_path / "accum"))
+    assert s.meta["steps"] == 40  # optimizer steps, not micro-batches
+    counts = s.get("train/loss/count")
+    assert list(counts.index) == [10, 20, 30, 40] and (counts == 40).all()  # 10 steps x 4 micro-batches
+    assert len(truth) == 160
+    for k, step in enumerate(counts.index):
+        window = torch.tensor(truth[40 * k:40 * (k + 1)], dtype=torch.float64)
+        assert s.get("train/loss/mean")[step] == pytest.approx(window.mean().item(), rel=1e-5)
+        assert s.get("train/loss/var")[step] == pytest.approx(window.var(unbiased=False).item(), rel=1e-4)
