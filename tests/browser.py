@@ -67,9 +67,30 @@ def launch(playwright):
     return playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
 
 
+_DRAWN = ("() => [document.querySelectorAll('.js-plotly-plot').length, document.querySelectorAll("
+          "'.js-plotly-plot g.trace, .js-plotly-plot .heatmaplayer image, .js-plotly-plot canvas').length]")
+
+
+def chart_counts(page) -> tuple[int, int]:
+    """(plotly charts, drawn traces) over the page and its frames (live charts sit in a component frame)."""
+    charts = traces = 0
+    for frame in page.frames:
+        try:
+            c, t = frame.evaluate(_DRAWN)
+        except Exception:  # a frame that is navigating or gone
+            continue
+        charts, traces = charts + c, traces + t
+    return charts, traces
+
+
 def wait_for_charts(page, count: int, timeout_ms: int = 30000) -> None:
-    """Wait until `count` plotly charts have drawn their traces."""
-    page.wait_for_function(
-        f"document.querySelectorAll('.js-plotly-plot g.trace, .js-plotly-plot .heatmaplayer image,"
-        f" .js-plotly-plot canvas').length > 0 && document.querySelectorAll('.js-plotly-plot').length >= {count}",
-        timeout=timeout_ms, polling=100)  # a timer, not animation frames: live pages keep the main thread busy
+    """Wait until `count` plotly charts have drawn their traces (polled on a timer: live pages
+    keep the main thread busy, so animation-frame polling would starve)."""
+    deadline = time.time() + timeout_ms / 1000
+    while True:
+        charts, traces = chart_counts(page)
+        if charts >= count and traces > 0:
+            return
+        if time.time() > deadline:
+            raise TimeoutError(f"{charts} charts, {traces} traces drawn; wanted {count} charts")
+        time.sleep(0.1)

@@ -151,4 +151,6 @@ def test_tensorboard_run_in_root(runs_root):
     assert "tb-run" in list(at.dataframe[0].value["run"])
     at = app("run", run="tb-run")
     assert not at.exception
-    assert len(at.get("plotly_chart")) == 3  # loss, accuracy, LR (no update ratios in this log)
+    assert "status **live**" in texts(at)  # written seconds ago: a live TensorBoard run
+    # loss, accuracy, LR (no update ratios in this log), drawn by the live chart component
+    assert len(at.get("component_instance")) == 3 and not at.get("plotly_chart")

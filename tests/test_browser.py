@@ -137,7 +137,25 @@ def test_live_run_updates_by_itself(page, site, tmp_path):
             seen.append(int(re.search(r"step (\d+)", caption.inner_text()).group(1)))
         assert len(set(seen)) >= 4 and seen == sorted(seen)  # new points kept arriving, in order
         assert page.url == url  # no navigation, no full reload
+        # zoom into the loss chart by dragging, as a user would; live refreshes must keep it
+        (frame,) = [f for f in page.frames if f.locator(".js-plotly-plot").count() and
+                    "Loss" in (f.locator(".gtitle").first.text_content() or "")]
+        box = frame.locator(".js-plotly-plot .nsewdrag").first.bounding_box()
+        page.mouse.move(box["x"] + box["width"] * 0.3, box["y"] + box["height"] * 0.5)
+        page.mouse.down()
+        page.mouse.move(box["x"] + box["width"] * 0.6, box["y"] + box["height"] * 0.5, steps=5)
+        page.mouse.up()
+        rng = "() => JSON.stringify(document.querySelector('.js-plotly-plot').layout.xaxis.range)"
+        zoomed = frame.evaluate(rng)
+        assert zoomed != "null"
+        before = int(re.search(r"step (\d+)", caption.inner_text()).group(1))
+        time.sleep(3.5)
+        after = int(re.search(r"step (\d+)", caption.inner_text()).group(1))
+        assert after > before  # the page refreshed meanwhile ...
+        assert frame.evaluate(rng) == zoomed  # ... and the zoom is still there
         page.screenshot(path=str(tmp_path / "live.png"), full_page=True)
+        hosts = {urlparse(u).hostname for u in page.requests_seen if urlparse(u).scheme.startswith(("http", "ws"))}
+        assert hosts == {"127.0.0.1"}, hosts  # the live charts' plotly.js is served locally too
     finally:
         trainer.kill()
         trainer.wait()

@@ -13,6 +13,7 @@ import streamlit as st
 from traindoc import format as fmt
 
 from .. import charts
+from ..livechart import live_chart
 from ..data import discover, root_dir, status_of
 from ..nav import pages
 from .common import ago, md, store
@@ -50,7 +51,7 @@ def render() -> None:
     smoothing = c1.slider("Smoothing", 0.0, 0.99, 0.6, 0.01, key="smoothing")
     log_y = c2.toggle("Log-scale loss", key="log_y")
     c3.page_link(pages()["runs"], label="All runs")
-    st.fragment(run_every=LIVE_REFRESH_SECS if live else None)(_body)(name, path, smoothing, log_y)
+    st.fragment(run_every=LIVE_REFRESH_SECS if live else None)(_body)(name, path, smoothing, log_y, live)
 
 
 def _wait_for(root: str, name: str) -> None:
@@ -59,16 +60,24 @@ def _wait_for(root: str, name: str) -> None:
         st.rerun(scope="app")
 
 
-def _body(name: str, path: str, smoothing: float, log_y: bool) -> None:
+def _body(name: str, path: str, smoothing: float, log_y: bool, live: bool = False) -> None:
     ld = store().load(name, path)
     if ld.error:
         st.warning(f"This run cannot be shown: {md(ld.error)}")
         return
     run, findings = ld.series, ld.findings
     meta = run.meta
-    st.caption(f"status **{status_of(meta)}** · step **{run.last_step}** · {ld.records} values · "
-               f"updated {ago(meta.get('updated'))} · {md(meta.get('device', '?'))} · "
-               f"torch {md(meta.get('torch_version', '?'))}")
+    facts = [f"status **{status_of(meta)}**", f"step **{run.last_step}**", f"{ld.records} values",
+             f"updated {ago(meta.get('updated'))}"]
+    if meta.get("device"):
+        facts.append(md(meta["device"]))
+    if meta.get("torch_version"):
+        facts.append(f"torch {md(meta['torch_version'])}")
+    if meta.get("source") == "tensorboard":
+        facts.append("TensorBoard logdir")
+    st.caption(" · ".join(facts))
+    for problem in ld.problems or []:
+        st.warning(f"Part of this run could not be read: {md(problem)}")
     _findings(findings)
     figs = [
         ("loss", charts.loss_figure(run, findings, smoothing, log_y)),
@@ -81,7 +90,11 @@ def _body(name: str, path: str, smoothing: float, log_y: bool) -> None:
         st.info("No series yet: the run has started but nothing has been flushed. This page refreshes by itself.")
     cols = st.columns(2)
     for i, (key, fig) in enumerate(shown):
-        cols[i % 2].plotly_chart(fig, key=f"chart-{key}", config={"displaylogo": False})
+        with cols[i % 2]:
+            if live:  # st.plotly_chart would remount on new data and drop the user's zoom
+                live_chart(fig, key=f"live-{key}", config={"displaylogo": False})
+            else:
+                st.plotly_chart(fig, key=f"chart-{key}", config={"displaylogo": False})
     custom = run.with_prefix(fmt.CUSTOM_PREFIX)
     if custom:
         st.subheader("Custom scalars")
