@@ -6,6 +6,10 @@ import ipaddress
 import os
 import subprocess
 import sys
+import threading
+import time
+import urllib.request
+import webbrowser
 
 APP = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "app", "main.py")
 
@@ -20,11 +24,14 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-def command(root: str, host: str, port: int, headless: bool) -> list[str]:
-    """The streamlit command line: no usage statistics, no file watcher, no dev mode."""
+def command(root: str, host: str, port: int, headless: bool = True) -> list[str]:
+    """The streamlit command line: no usage statistics, no file watcher, no dev mode.
+
+    Streamlit itself always runs headless: otherwise, on a fresh machine, it stops to
+    ask for an e-mail address on the terminal. `serve` opens the browser instead."""
     return [sys.executable, "-m", "streamlit", "run", APP,
             "--server.address", host, "--server.port", str(port),
-            "--server.headless", "true" if headless else "false",
+            "--server.headless", "true",
             "--browser.gatherUsageStats", "false",
             "--server.fileWatcherType", "none",
             "--global.developmentMode", "false",
@@ -41,8 +48,23 @@ def serve(root: str, host: str = "127.0.0.1", port: int = 8501, headless: bool =
         print(f"traindoc: warning: serving on {host}, not loopback: anyone who can reach this machine "
               "can read these runs", file=sys.stderr)
     env = {**os.environ, "TRAINDOC_ROOT": os.path.realpath(root), "STREAMLIT_BROWSER_GATHER_USAGE_STATS": "false"}
-    print(f"traindoc: serving {os.path.realpath(root)} at http://{host}:{port}", flush=True)
+    url = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}"
+    print(f"traindoc: serving {os.path.realpath(root)} at {url}", flush=True)
+    if not headless:
+        threading.Thread(target=_open_when_up, args=(url,), daemon=True).start()
     try:
-        return subprocess.call(command(root, host, port, headless), env=env)
+        return subprocess.call(command(root, host, port), env=env)
     except KeyboardInterrupt:
         return 0
+
+
+def _open_when_up(url: str, timeout: float = 60.0) -> None:
+    """Open the dashboard in the user's browser once the server answers (if there is a browser)."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            with urllib.request.urlopen(url + "/_stcore/health", timeout=1):
+                webbrowser.open(url)
+                return
+        except OSError:
+            time.sleep(0.3)
