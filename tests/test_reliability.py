@@ -122,7 +122,7 @@ def test_serve_accepts_an_empty_root(tmp_path):
 def test_serve_binds_loopback_and_warns_otherwise():
     from traindoc.serve import command, is_loopback
 
-    cmd = command("runs", "127.0.0.1", 8501, True)
+    cmd = command("runs", "127.0.0.1", 8501)
     assert cmd[cmd.index("--server.address") + 1] == "127.0.0.1"
     assert cmd[cmd.index("--browser.gatherUsageStats") + 1] == "false"
     assert is_loopback("127.0.0.1") and is_loopback("::1") and is_loopback("localhost")

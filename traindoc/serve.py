@@ -24,7 +24,7 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-def command(root: str, host: str, port: int, headless: bool = True) -> list[str]:
+def command(root: str, host: str, port: int) -> list[str]:
     """The streamlit command line: no usage statistics, no file watcher, no dev mode.
 
     Streamlit itself always runs headless: otherwise, on a fresh machine, it stops to
