@@ -98,9 +98,14 @@ def test_names_are_shown_as_text_never_run(page, site, tmp_path):
     page.screenshot(path=str(tmp_path / "xss.png"), full_page=True)
 
 
-def test_path_in_query_is_refused(page, site):
-    server, _ = site
-    for bad in ("../../etc", "/etc/passwd", ".."):
+def test_path_in_query_is_refused(page, site, tmp_path):
+    server, root = site
+    outside = tmp_path / "outside-run"
+    shutil.copytree(os.path.join(SAMPLES, "healthy-cnn-sgd"), outside)
+    link = root / "escape"
+    if not link.exists():
+        os.symlink(outside, link)  # a run reachable only through a symlink that leaves ROOT
+    for bad in ("../../etc", "/etc/passwd", "..", "escape", str(outside)):
         page.goto(server.url + "/run?run=" + quote(bad))
         page.get_by_text("No run named").wait_for()
         assert page.locator(".js-plotly-plot").count() == 0

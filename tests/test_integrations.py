@@ -206,3 +206,42 @@ def test_third_party_loop_gradient_accumulation(tmp_path):
         window = torch.tensor(truth[40 * k:40 * (k + 1)], dtype=torch.float64)
         assert s.get("train/loss/mean")[step] == pytest.approx(window.mean().item(), rel=1e-5)
         assert s.get("train/loss/var")[step] == pytest.approx(window.var(unbiased=False).item(), rel=1e-4)
+
+
+@pytest.mark.slow
+def test_lightning_ddp_two_processes_rank_zero_writes(tmp_path):
+    """Lightning's own DDP (two CPU processes on gloo): one run folder, loss statistics of both ranks."""
+    script = f"""
+import os, sys
+sys.path.insert(0, {ROOT!r}); sys.path.insert(0, {os.path.join(ROOT, "sample_runs")!r})
+import torch, torch.nn.functional as F, lightning as L
+import collector.lightning, generate
+
+class Module(L.LightningModule):
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.net = generate.mlp(32)
+    def training_step(self, batch, _):
+        x, y = batch
+        return F.cross_entropy(self.net(x), y)
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=0.05)
+
+if __name__ == "__main__":
+    torch.set_num_threads(1)
+    (x, y), _ = generate.cluster_data(512)
+    data = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, y), batch_size=32)
+    trainer = L.Trainer(max_epochs=2, accelerator="cpu", devices=2, strategy="ddp_spawn", logger=False,
+                        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+                        callbacks=[collector.lightning.Collector(root={str(tmp_path)!r}, name="ddp", log_every=4)])
+    trainer.fit(Module(), data)
+"""
+    path = tmp_path / "fit_ddp.py"  # spawned ranks re-import __main__, so it must be a file
+    path.write_text(script)
+    out = subprocess.run([sys.executable, str(path)], capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert sorted(os.listdir(tmp_path)) == ["ddp", "fit_ddp.py"]  # one run folder: only rank 0 wrote
+    s = read_run(str(tmp_path / "ddp"))
+    assert s.meta["world_size"] == 2 and s.meta["steps"] == 16  # 512 samples / 32 / 2 ranks x 2 epochs
+    assert (s.get("train/loss/count") == 8).all()  # each window: 4 steps x 2 ranks
