@@ -6,7 +6,7 @@ import os
 from dataclasses import dataclass, field
 
 from .reader import RunFormatError, RunReader, RunSeries, is_run_dir
-from .rules import DEFAULT, Finding, Thresholds, run_rules
+from .rules import DEFAULT, Thresholds, run_rules
 from .tb import TBRunReader, find_tb_runs, is_tb_run
 
 
@@ -79,8 +79,3 @@ def diagnose_path(path: str, cfg: Thresholds = DEFAULT) -> list[RunReport]:
         except (RunFormatError, OSError, ValueError) as exc:
             reports.append(RunReport(name, run_path, error=str(exc)))
     return reports
-
-
-def findings_of(run: RunSeries, cfg: Thresholds = DEFAULT) -> list[Finding]:
-    """The rules' findings for an already loaded run."""
-    return run_rules(run, cfg)
