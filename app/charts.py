@@ -14,7 +14,7 @@ import plotly.graph_objects as go
 
 from traindoc import format as fmt
 from traindoc.reader import RunSeries
-from traindoc.rules.curves import TRAIN_LOSS_RAW, lr_cuts, rolling_curve, written_on_change
+from traindoc.rules.curves import lr_cuts, rolling_curve, written_on_change
 
 from .thin import ema, thin
 
@@ -76,8 +76,8 @@ def loss_frame(run: RunSeries) -> pd.DataFrame | None:
         m = run.get(key)
         var = run.get(fmt.LOSS_WINDOW + "/var").reindex(m.index)
         return pd.DataFrame({"mean": m, "std": np.sqrt(var.clip(lower=0))})
-    if run.has(TRAIN_LOSS_RAW):
-        raw = run.get(TRAIN_LOSS_RAW)
+    if run.has(fmt.LOSS_RAW):
+        raw = run.get(fmt.LOSS_RAW)
         c = rolling_curve(raw, target_windows=min(2000, max(1, len(raw) // 5)))
         cnt = max(1, len(raw) // max(1, len(c)))
         return pd.DataFrame({"mean": c.mean, "std": c.se * np.sqrt(cnt)}, index=pd.Index(c.steps, name="step"))

@@ -37,6 +37,7 @@ STATUS_CRASHED = "crashed"
 LOSS_WINDOW = "train/loss"  # followed by /mean /var /min /max /count /nonfinite
 LOSS_EPOCH = "train_epoch/loss"
 LOSS_FIRST = "train/loss/first"  # the first logged batch loss, unaveraged
+LOSS_RAW = "train/loss"  # a per-step loss without windows (imported TensorBoard runs)
 TRAIN_ACC = "train/acc"
 TRAIN_ACC_EPOCH = "train_epoch/acc"
 EPOCH = "epoch"

@@ -10,9 +10,6 @@ import pandas as pd
 from traindoc import format as fmt
 from traindoc.reader import RunSeries
 
-#: Names other tools use for the same series (TensorBoard import maps onto ours first).
-TRAIN_LOSS_RAW = "train/loss"
-
 
 @dataclass
 class Curve:
@@ -54,8 +51,8 @@ def loss_curve(run: RunSeries) -> Curve | None:
         cnt = run.get(fmt.LOSS_WINDOW + "/count").reindex(m.index)
         se = np.sqrt(var.to_numpy() / cnt.clip(lower=1).to_numpy())
         return Curve(m.index.to_numpy(), m.to_numpy(dtype=float), se)
-    if run.has(TRAIN_LOSS_RAW):
-        raw = run.get(TRAIN_LOSS_RAW)
+    if run.has(fmt.LOSS_RAW):
+        raw = run.get(fmt.LOSS_RAW)
         return rolling_curve(raw)
     return None
 
@@ -143,7 +140,7 @@ def lr_cuts(lr: pd.Series, last_step: int, factor: float, span_frac: float,
 
 def first_loss(run: RunSeries, c: Curve) -> float:
     """The loss the run started from: the first batch if recorded, else the first window."""
-    s = series_or_none(run, fmt.LOSS_FIRST, TRAIN_LOSS_RAW)
+    s = series_or_none(run, fmt.LOSS_FIRST, fmt.LOSS_RAW)
     v = float(s.iloc[0]) if s is not None else float("nan")
     return v if np.isfinite(v) else float(c.mean[0])
 

@@ -7,7 +7,7 @@ import math
 from traindoc import format as fmt
 
 from .base import Finding, Thresholds
-from .curves import TRAIN_LOSS_RAW, series_or_none
+from .curves import series_or_none
 
 ID = "initial_loss"
 NEEDS = ("first train loss", "number of classes")
@@ -26,7 +26,7 @@ def num_classes(run) -> int | None:
 def check(run, cfg: Thresholds) -> list[Finding]:
     """Compare the very first batch loss with ln C, the loss of a uniform prediction."""
     c = num_classes(run)
-    first = series_or_none(run, fmt.LOSS_FIRST, TRAIN_LOSS_RAW)
+    first = series_or_none(run, fmt.LOSS_FIRST, fmt.LOSS_RAW)
     if c is None or first is None:
         return []
     value = float(first.iloc[0])

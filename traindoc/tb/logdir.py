@@ -21,7 +21,7 @@ from traindoc import format as fmt
 from traindoc.reader import RunFormatError, RunSeries
 
 from .events import read_scalars
-from .mapping import TRAIN_LOSS_RAW, load_overrides, map_tags
+from .mapping import load_overrides, map_tags
 
 KERAS_SPLITS = ("train", "validation")
 LIVE_SECS = 60.0
@@ -283,8 +283,8 @@ def _keras_epochs_on_batch_axis(raw: dict) -> dict:
 
 def _add_windows(data: dict) -> None:
     """Per-step train loss/accuracy get window mean, variance and count, as the collector writes."""
-    if TRAIN_LOSS_RAW in data and fmt.LOSS_WINDOW + "/mean" not in data:
-        steps, values, walls = data[TRAIN_LOSS_RAW]
+    if fmt.LOSS_RAW in data and fmt.LOSS_WINDOW + "/mean" not in data:
+        steps, values, walls = data[fmt.LOSS_RAW]
         w = max(1, len(steps) // 120)
         if w > 1:
             n = len(steps) // w * w

@@ -29,7 +29,6 @@ import re
 
 from traindoc import format as fmt
 
-TRAIN_LOSS_RAW = "train/loss"
 OVERRIDE_FILES = ("traindoc-tb.toml", "traindoc-tb.json")
 _NATIVE = re.compile(r"^(train/loss/(mean|var|min|max|count|nonfinite|first)|train_epoch/loss/(mean|var|min|max|count|"
                      r"nonfinite)|train/acc|train_epoch/acc|epoch|val/.+|lr/.+|momentum/.+|beta[12]/.+|"
@@ -69,9 +68,9 @@ def _candidates(tag: str, keras: bool):
             metric = _METRICS.get(metric.replace("learning_rate", "lr"), metric)
             if split == "train":
                 if metric == "loss":
-                    yield (TRAIN_LOSS_RAW, 1) if level == "batch" else ("train_epoch/loss/mean", 1)
+                    yield (fmt.LOSS_RAW, 1) if level == "batch" else ("train_epoch/loss/mean", 1)
                     if level == "epoch":
-                        yield TRAIN_LOSS_RAW, 5  # only if there is no per-batch loss
+                        yield fmt.LOSS_RAW, 5  # only if there is no per-batch loss
                 elif metric == "acc":
                     yield (fmt.TRAIN_ACC, 1) if level == "batch" else (fmt.TRAIN_ACC_EPOCH, 1)
                 elif metric == "lr":
@@ -80,7 +79,7 @@ def _candidates(tag: str, keras: bool):
                 if metric in ("loss", "acc"):
                     yield f"val/{metric}", 1
             return
-    hf = {"train/loss": (TRAIN_LOSS_RAW, 1), "train/learning_rate": ("lr/pg0", 1), "train/epoch": ("epoch", 1),
+    hf = {"train/loss": (fmt.LOSS_RAW, 1), "train/learning_rate": ("lr/pg0", 1), "train/epoch": ("epoch", 1),
           "eval/loss": ("val/loss", 1), "eval/accuracy": ("val/acc", 1), "eval/acc": ("val/acc", 1)}
     if tag in hf:
         yield hf[tag]
@@ -109,9 +108,9 @@ def _candidates(tag: str, keras: bool):
             if metric == "loss":
                 if level == "epoch":
                     yield "train_epoch/loss/mean", 2 + vague
-                    yield TRAIN_LOSS_RAW, 6
+                    yield fmt.LOSS_RAW, 6
                 else:
-                    yield TRAIN_LOSS_RAW, (2 if level == "step" else 3) + vague
+                    yield fmt.LOSS_RAW, (2 if level == "step" else 3) + vague
             elif level == "epoch":
                 yield fmt.TRAIN_ACC_EPOCH, 2 + vague
             else:
