@@ -28,6 +28,15 @@ def empty(device: torch.device) -> torch.Tensor:
     return v
 
 
+def _stack(tensors: list, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """One stack for the usual window (one device, one dtype); converting each tensor
+    first only when they differ (counts and fractions, bf16 and fp32, two devices)."""
+    try:
+        return torch.stack(tensors).to(dtype)
+    except RuntimeError:
+        return torch.stack([t.to(device=device, dtype=dtype) for t in tensors])
+
+
 def summarize(losses: list, corrects: list, total: int, device_totals: list,
               device: torch.device) -> torch.Tensor:
     """Reduce per-batch loss tensors and correct counts to one statistics vector.
@@ -36,10 +45,7 @@ def summarize(losses: list, corrects: list, total: int, device_totals: list,
     """
     dtype = stat_dtype(device)
     if losses:
-        try:
-            x = torch.stack(losses).to(dtype)  # one op for the usual case: same device, same dtype
-        except RuntimeError:
-            x = torch.stack([t.to(device=device, dtype=dtype) for t in losses])
+        x = _stack(losses, device, dtype)
         n = x.numel()
         lo, hi = torch.aminmax(x)
         finite = torch.isfinite(x).sum()
@@ -49,10 +55,7 @@ def summarize(losses: list, corrects: list, total: int, device_totals: list,
         e = empty(device)
         parts = [e[COUNT], e[SUM], e[SUMSQ], e[MIN], e[MAX], e[NONFINITE]]
     if corrects:
-        try:
-            correct = (torch.stack(corrects) if len(corrects) > 1 else corrects[0]).sum().to(dtype)
-        except RuntimeError:  # counts and fractions, or several devices, in one window
-            correct = torch.stack([c.to(device=device, dtype=dtype) for c in corrects]).sum()
+        correct = _stack(corrects, device, dtype).sum()
     else:
         correct = torch.zeros((), dtype=dtype, device=device)
     total_t = torch.full((), total, dtype=dtype, device=device)
