@@ -8,7 +8,7 @@ import torch.nn.functional as F
 
 import collector
 from traindoc.reader import read_run
-from tests.conftest import blobs, mlp
+from tests.conftest import blobs
 
 
 class TinyGPT(torch.nn.Module):
