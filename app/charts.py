@@ -63,10 +63,11 @@ def mark_findings(fig: go.Figure, findings: list, chart: str) -> None:
                       annotation_position="top left")
 
 
-def _line(fig, x, y, name, color, width=2.0, opacity=1.0, dash=None, mode="lines", showlegend=True):
+def _line(fig, x, y, name, color, width=2.0, opacity=1.0, dash=None, mode="lines", showlegend=True,
+          shape="linear"):
     x, y = thin(np.asarray(x), np.asarray(y, dtype=float), MAX_POINTS)
     fig.add_trace(go.Scatter(x=x, y=y, name=esc(name), mode=mode, opacity=opacity, showlegend=showlegend,
-                               line=dict(color=color, width=width, dash=dash)))
+                             line=dict(color=color, width=width, dash=dash, shape=shape)))
 
 
 def loss_frame(run: RunSeries) -> pd.DataFrame | None:
@@ -142,6 +143,16 @@ def lr_keys(run: RunSeries) -> list[str]:
     return keys or (["lr"] if run.has("lr") else [])
 
 
+def held_series(run: RunSeries, key: str) -> pd.Series:
+    """A hyperparameter series to draw as steps: written on change, a value holds until the
+    run's last step (draw it with line_shape "hv")."""
+    s = run.get(key)
+    last = run.last_step
+    if len(s) and written_on_change(run) and last > s.index[-1]:
+        s = pd.concat([s, pd.Series([s.iloc[-1]], index=[last])])
+    return s
+
+
 def lr_figure(run: RunSeries, findings: list) -> go.Figure | None:
     """LR per parameter group on a log axis, with sharp decays marked."""
     keys = lr_keys(run)
@@ -152,9 +163,7 @@ def lr_figure(run: RunSeries, findings: list) -> go.Figure | None:
     last = run.last_step
     lo_hi = []
     for i, key in enumerate(keys):
-        s = run.get(key)
-        if written_on_change(run) and last > s.index[-1]:
-            s = pd.concat([s, pd.Series([s.iloc[-1]], index=[last])])  # it held until the end
+        s = held_series(run, key)
         x, y = thin(s.index.to_numpy(), s.to_numpy(dtype=float), MAX_POINTS)
         lo_hi += [v for v in y if np.isfinite(v) and v > 0]
         fig.add_trace(go.Scatter(x=x, y=y, name=esc(key.removeprefix(fmt.LR_PREFIX) or key),
@@ -215,7 +224,7 @@ def custom_figure(run: RunSeries, key: str, smoothing: float = 0.0) -> go.Figure
 
 
 def overlay_figure(runs: list[RunSeries], key_fn, title: str, ytitle: str, smoothing: float = 0.0,
-                   log_y: bool = False, mode: str = "lines") -> go.Figure:
+                   log_y: bool = False, mode: str = "lines", shape: str = "linear") -> go.Figure:
     """One series per run on one chart (the compare page)."""
     fig = _base(title, ytitle, "compare:" + title, log_y)
     for i, run in enumerate(runs):
@@ -223,7 +232,7 @@ def overlay_figure(runs: list[RunSeries], key_fn, title: str, ytitle: str, smoot
         if s is None or not len(s):
             continue
         y = ema(s.to_numpy(dtype=float), smoothing) if smoothing else s.to_numpy(dtype=float)
-        _line(fig, s.index, y, run.name, COLORS[i % len(COLORS)], mode=mode)
+        _line(fig, s.index, y, run.name, COLORS[i % len(COLORS)], mode=mode, shape=shape)
     return fig
 
 

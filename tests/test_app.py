@@ -154,3 +154,19 @@ def test_tensorboard_run_in_root(runs_root):
     assert "status **live**" in texts(at)  # written seconds ago: a live TensorBoard run
     # loss, accuracy, LR (no update ratios in this log), drawn by the live chart component
     assert len(at.get("component_instance")) == 3 and not at.get("plotly_chart")
+
+
+def test_lr_is_drawn_as_steps_held_to_the_end():
+    """LRs are written on change: charts must draw steps that hold to the last step, not ramps."""
+    from app import charts
+    from traindoc.reader import read_run
+
+    decayed = read_run(os.path.join(SAMPLES, "healthy-mlp-sgd"))  # 0.05, cut to 0.005 at step 2001
+    constant = read_run(os.path.join(SAMPLES, "lr-high-mlp-sgd"))  # one value all run long
+    fig = charts.overlay_figure([decayed, constant], lambda r: charts.held_series(r, "lr/pg0"), "LR", "lr",
+                                log_y=True, shape="hv")
+    a, b = fig.data
+    assert a.line.shape == "hv" and list(a.x) == [1, 2001, 3000] and list(a.y) == pytest.approx([0.05, 0.005, 0.005])
+    assert list(b.x) == [1, 1250] and b.y[0] == b.y[1] == pytest.approx(0.2)
+    (run_trace,) = charts.lr_figure(decayed, []).data
+    assert run_trace.line.shape == "hv" and list(run_trace.x) == [1, 2001, 3000]

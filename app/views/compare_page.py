@@ -57,9 +57,9 @@ def render() -> None:
                          key="cmp-loss")
     cols[1].plotly_chart(charts.overlay_figure(good, lambda r: r.get(fmt.VAL_ACC), "Validation accuracy", "acc",
                                                mode="lines+markers"), key="cmp-val")
-    cols[2].plotly_chart(charts.overlay_figure(good, lambda r: r.get(charts.lr_keys(r)[0])
+    cols[2].plotly_chart(charts.overlay_figure(good, lambda r: charts.held_series(r, charts.lr_keys(r)[0])
                                                if charts.lr_keys(r) else None, "Learning rate (first group)", "lr",
-                                               log_y=True), key="cmp-lr")
+                                               log_y=True, shape="hv"), key="cmp-lr")
     table = pd.DataFrame([{"run": r.name, **_flat(r.meta.get("config") or {}), **_metrics(r)} for r in good])
     st.subheader("Hyperparameters and results")
     st.dataframe(table, hide_index=True, key="cmp-table")
