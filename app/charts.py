@@ -44,8 +44,8 @@ def _base(title: str, ytitle: str, uirev: str, log_y: bool = False) -> go.Figure
         uirevision=esc(uirev),  # keeps zoom and legend state across live refreshes
         legend=dict(orientation="h", yanchor="top", y=-0.2, xanchor="left", x=0),
     )
-    if log_y:
-        fig.update_yaxes(type="log")
+    if log_y:  # decade ticks: plotly's default labels minor ticks "2" and "5", which read as values
+        fig.update_yaxes(type="log", exponentformat="power", dtick=1, minor=dict(showgrid=False))
     return fig
 
 
@@ -159,7 +159,6 @@ def lr_figure(run: RunSeries, findings: list) -> go.Figure | None:
     if not keys:
         return None
     fig = _base("Learning rate", "lr", run.path + ":lr", log_y=True)
-    fig.update_yaxes(exponentformat="power", minor=dict(showgrid=False), dtick=1)
     last = run.last_step
     lo_hi = []
     for i, key in enumerate(keys):
