@@ -119,6 +119,40 @@ def test_serve_accepts_an_empty_root(tmp_path):
         server.stop()
 
 
+def _children(pid: int) -> list[int]:
+    with open(f"/proc/{pid}/task/{pid}/children") as f:
+        return [int(c) for c in f.read().split()]
+
+
+def _gone(pid: int) -> bool:
+    """No such process, or a zombie (an orphan that no init reaps here is still 'gone')."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] in ("Z", "X")
+    except FileNotFoundError:
+        return True
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc; PR_SET_PDEATHSIG is Linux-only")
+@pytest.mark.parametrize("how", [signal.SIGTERM, signal.SIGKILL], ids=["SIGTERM", "SIGKILL"])
+def test_serve_takes_its_streamlit_server_down_with_it(tmp_path, how):
+    """`kill` (or a supervisor) stopping `traindoc serve` must not leave the server running."""
+    from tests.browser import Server
+
+    server = Server(str(tmp_path), str(tmp_path / "serve.log"))
+    (child,) = _children(server.proc.pid)
+    assert not _gone(child)
+    os.kill(server.proc.pid, how)
+    code = server.proc.wait(15)
+    deadline = time.time() + 15
+    while not _gone(child) and time.time() < deadline:
+        time.sleep(0.1)
+    server.log.close()
+    assert _gone(child), f"streamlit (pid {child}) outlived traindoc serve after {how.name}"
+    if how == signal.SIGTERM:
+        assert code == 0  # a requested stop is not an error
+
+
 def test_serve_binds_loopback_and_warns_otherwise():
     from traindoc.serve import command, is_loopback
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -50,12 +51,49 @@ def serve(root: str, host: str = "127.0.0.1", port: int = 8501, headless: bool =
     env = {**os.environ, "TRAINDOC_ROOT": os.path.realpath(root), "STREAMLIT_BROWSER_GATHER_USAGE_STATS": "false"}
     url = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}"
     print(f"traindoc: serving {os.path.realpath(root)} at {url}", flush=True)
-    if not headless:
+    proc = subprocess.Popen(command(root, host, port), env=env, preexec_fn=_die_with_parent)
+    if not headless:  # after the fork: preexec_fn must not run beside other threads
         threading.Thread(target=_open_when_up, args=(url,), daemon=True).start()
+    return _wait_for(proc)
+
+
+def _die_with_parent() -> None:
+    """In the streamlit child, before exec: on Linux, get SIGTERM when `traindoc serve` dies,
+    even by SIGKILL, so that no server is left running without its parent."""
+    if not sys.platform.startswith("linux"):
+        return
     try:
-        return subprocess.call(command(root, host, port), env=env)
-    except KeyboardInterrupt:
-        return 0
+        import ctypes
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
+    except Exception:
+        pass
+
+
+def _wait_for(proc: subprocess.Popen) -> int:
+    """Wait for streamlit; a SIGTERM or SIGHUP sent to us is passed on to it, and Ctrl-C
+    (which the terminal sends to both) gives it time to shut down."""
+    def forward(signum, frame):
+        if proc.poll() is None:
+            proc.send_signal(signum)
+
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        try:
+            signal.signal(sig, forward)
+        except (ValueError, OSError):  # not the main thread, or no such signal here
+            pass
+    while True:
+        try:
+            code = proc.wait()
+            return 0 if code in (-signal.SIGTERM, -signal.SIGHUP, -signal.SIGINT) else code
+        except KeyboardInterrupt:
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+            except KeyboardInterrupt:  # a second Ctrl-C: stop now
+                proc.kill()
+            proc.wait()
+            return 0
 
 
 def _open_when_up(url: str, timeout: float = 60.0) -> None:
