@@ -69,6 +69,7 @@ class Run:
         self._stash: list = []  # (output, target) kept by reference until the window closes
         self._stash_numel = 0
         self.stash_limit = 1 << 22  # output elements per window (16 MB of fp32 logits)
+        self._held: list = []  # (stats.Pending, output elements) of windows left to the writer
         self._device: torch.device | None = None
         self._window_carry: list = []  # parts already taken into the epoch, still owed to the window
         self._epoch_parts: list = []  # window parts of the current epoch, merged at end_epoch
@@ -151,7 +152,7 @@ class Run:
             return
         try:
             self._fold_into_epoch()
-            self._emit_stats(self._reduce(stats.merge(self._epoch_parts)), fmt.LOSS_EPOCH, fmt.TRAIN_ACC_EPOCH)
+            self._emit_stats(self._reduce(stats.merge_later(self._epoch_parts)), fmt.LOSS_EPOCH, fmt.TRAIN_ACC_EPOCH)
             self._epoch_parts = []
             self.epoch += 1
             self._put((fmt.EPOCH, self.step, time.time(), float(self.epoch)))
@@ -267,7 +268,16 @@ class Run:
             self._score(output, target)
 
     def _score(self, output: torch.Tensor, target: torch.Tensor) -> None:
-        """Append the correct count (device tensor) of one batch; argmax carries no graph."""
+        """Score one batch now; the counts stay on the device."""
+        correct, total, masked = self._count_correct(output, target)
+        self._corrects.append(correct)
+        self._total += total
+        if masked is not None:
+            self._masked_totals.append(masked)
+
+    def _count_correct(self, output: torch.Tensor, target: torch.Tensor):
+        """(correct count as a device tensor, total as an int, masked total as a device tensor
+        or None) for one batch; argmax carries no graph."""
         if output.dim() == target.dim() + 1 and not target.is_floating_point():
             pred = output.argmax(-1)  # the common case: class logits and class indices
             if self._num_classes is None:
@@ -277,26 +287,28 @@ class Run:
             self._note_classes(output.shape[-1])
         else:  # one logit per sample: binary classification
             pred = (output.reshape(target.shape) > 0).to(target.dtype)
-        self._corrects.append(pred.eq(target).sum())
         if self.ignore_index is None:
-            self._total += target.numel()
-        else:  # pred never equals ignore_index, so only the denominator needs the mask
-            self._masked_totals.append(target.ne(self.ignore_index).sum())
+            return pred.eq(target).sum(), target.numel(), None
+        # pred never equals ignore_index, so only the denominator needs the mask
+        return pred.eq(target).sum(), 0, target.ne(self.ignore_index).sum()
 
-    def _score_stash(self) -> None:
-        """Score the stashed batches in one go: one cat, one argmax, one compare."""
-        stash, self._stash, self._stash_numel = self._stash, [], 0
-        if len(stash) == 1:
-            self._score(*stash[0])
-            return
-        try:
-            outs = torch.cat([o for o, _ in stash])  # batches of one shape: no per-batch views
-            tgts = torch.cat([t for _, t in stash])
-        except RuntimeError:  # mixed class counts, devices or dtypes: score batch by batch
-            for out, tgt in stash:
-                self._score(out, tgt)
-            return
-        self._score(outs, tgts)
+    def _score_stash(self, stash: list):
+        """Correct counts of stashed batches: one cat, one argmax and one compare for the
+        usual window of same-shaped batches, batch by batch otherwise."""
+        batches = stash
+        if len(stash) > 1:
+            try:
+                batches = [(torch.cat([o for o, _ in stash]), torch.cat([t for _, t in stash]))]
+            except RuntimeError:  # mixed class counts, devices or dtypes
+                pass
+        corrects, total, masked = [], 0, []
+        for out, tgt in batches:
+            c, n, m = self._count_correct(out, tgt)
+            corrects.append(c)
+            total += n
+            if m is not None:
+                masked.append(m)
+        return corrects, total, masked
 
     def _note_classes(self, n: int) -> None:
         if self._num_classes is None and n > 1:
@@ -305,21 +317,36 @@ class Run:
                 self._writer.meta["num_classes"] = self._num_classes
 
     def _take_window(self):
-        """Stats of the losses logged since the last take, as a device vector."""
+        """Stats of the losses logged since the last take: a device vector, or, when training
+        on the CPU in one process, a `stats.Pending` that the writer thread computes."""
         dev = self._device or torch.device("cpu")
-        if self._stash:
+        parts = (self._losses, self._corrects, self._total, self._masked_totals, self._stash, dev)
+        numel = self._stash_numel
+        self._losses, self._corrects, self._total, self._masked_totals = [], [], 0, []
+        self._stash, self._stash_numel = [], 0
+        # Windows left to the writer keep their logits until it runs (up to flush_secs):
+        # at most stash_limit elements in all; past that, the training thread scores them.
+        if dev.type == "cpu" and self._world == 1 and self._writer is not None:
+            self._held = [(p, n) for p, n in self._held if not p.done]  # the writer's progress
+            if sum(n for _, n in self._held) + numel <= self.stash_limit:
+                pending = stats.Pending(lambda: self._window_stats(*parts))
+                self._held.append((pending, numel))
+                return pending
+        return self._window_stats(*parts)
+
+    def _window_stats(self, losses, corrects, total, masked, stash, dev) -> torch.Tensor:
+        if stash:
             try:
-                self._score_stash()
+                c, n, m = self._score_stash(stash)
+                corrects, total, masked = corrects + c, total + n, masked + m
             except Exception as exc:  # e.g. logits on an unexpected device: lose accuracy, keep loss
                 self._warn("accuracy:" + type(exc).__name__, f"traindoc: could not score accuracy: {exc!r}")
-                self._corrects, self._total, self._masked_totals = [], 0, []
+                corrects, total, masked = [], 0, []
         try:
-            v = stats.summarize(self._losses, self._corrects, self._total, self._masked_totals, dev)
+            return stats.summarize(losses, corrects, total, masked, dev)
         except Exception as exc:
             self._warn("window:" + type(exc).__name__, f"traindoc: dropped odd values from a window: {exc!r}")
-            v = stats.summarize([t for t in self._losses if t.device == dev], [], 0, [], dev)
-        self._losses, self._corrects, self._total, self._masked_totals = [], [], 0, []
-        return v
+            return stats.summarize([t for t in losses if t.device == dev], [], 0, [], dev)
 
     def _fold_into_epoch(self) -> None:
         part = self._take_window()
@@ -332,9 +359,25 @@ class Run:
             return
         part = self._take_window()
         self._epoch_parts.append(part)
-        part = stats.merge(self._window_carry + [part])
+        if len(self._epoch_parts) >= 64:
+            self._compact_epoch()
+        part = stats.merge_later(self._window_carry + [part])
         self._window_carry = []
         self._emit_stats(self._reduce(part), fmt.LOSS_WINDOW, fmt.TRAIN_ACC, step)
+
+    def _compact_epoch(self) -> None:
+        """Merge the epoch's finished window parts into one, so that a script that never
+        calls end_epoch() does not keep one part per window for the whole run."""
+        ready = [p for p in self._epoch_parts if not isinstance(p, stats.Pending) or p.done]
+        if len(ready) > 1:
+            waiting = [p for p in self._epoch_parts if isinstance(p, stats.Pending) and not p.done]
+            values = []
+            for p in ready:
+                try:
+                    values.append(stats.resolve(p))
+                except Exception as exc:  # a window the writer could not compute: the epoch loses it
+                    self._warn("epoch:" + type(exc).__name__, f"traindoc: an epoch lost a window: {exc!r}")
+            self._epoch_parts = ([stats.merge(values)] if values else []) + waiting
 
     def _reduce(self, v):
         return stats.all_reduce(v) if self._world > 1 else v
@@ -368,6 +411,9 @@ class Run:
         if self._writer is None:
             return
         step = self.step if step is None else step
+        if isinstance(tensor, stats.Pending):  # computed by the writer thread
+            self._writer.put(Deferred(step, time.time(), tensor, None, expand))
+            return
         t = tensor.detach()
         if t.device.type == "cuda":
             # note: non_blocking copy + event: the writer thread waits, not us

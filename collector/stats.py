@@ -65,6 +65,46 @@ def summarize(losses: list, corrects: list, total: int, device_totals: list,
     return torch.stack(parts)
 
 
+class Pending:
+    """Statistics still to be computed, by the writer thread, the first time they are needed.
+
+    Used for CPU training in one process: computing a window (a stack, a cat, an argmax and
+    a dozen reductions) then costs the training thread nothing, because torch releases the
+    GIL inside each op and the writer runs on another core. The writer calls `value()`
+    under its flush lock, so it runs once, never on two threads at a time."""
+
+    __slots__ = ("_compute", "_value")
+
+    def __init__(self, compute):
+        self._compute, self._value = compute, None
+
+    @property
+    def done(self) -> bool:
+        return self._compute is None
+
+    def value(self) -> torch.Tensor:
+        compute = self._compute
+        if compute is not None:
+            try:
+                self._value = compute()
+            finally:
+                self._compute = None  # done, even if it failed: a failure is not retried
+        if self._value is None:
+            raise RuntimeError("traindoc: these window statistics could not be computed")
+        return self._value
+
+
+def resolve(v) -> torch.Tensor:
+    return v.value() if isinstance(v, Pending) else v
+
+
+def merge_later(parts: list):
+    """`merge`, postponed to the writer thread when any part is still pending."""
+    if len(parts) == 1 or not any(isinstance(p, Pending) for p in parts):
+        return merge(parts)
+    return Pending(lambda: merge([resolve(p) for p in parts]))
+
+
 def merge(parts: list) -> torch.Tensor:
     """Statistics of the union of several windows (one stack, four reductions)."""
     if len(parts) == 1:

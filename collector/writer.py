@@ -19,13 +19,16 @@ from typing import Any, Callable, Sequence
 
 from traindoc import format as fmt
 
+from . import stats
+
 
 @dataclass
 class Deferred:
     """Values that are still a device tensor; converted on the writer thread.
 
-    `tensor` is already a CPU tensor (possibly being filled by an async copy) and
-    `event` is the CUDA event that marks the copy's end, or None on CPU.
+    `tensor` is already a CPU tensor (possibly being filled by an async copy), or a
+    `stats.Pending` computed here; `event` is the CUDA event that marks the copy's
+    end, or None.
     `expand` turns the list of floats into (key, value) pairs.
     """
 
@@ -153,7 +156,7 @@ class RunWriter:
         if isinstance(item, Deferred):
             if item.event is not None:
                 item.event.synchronize()  # on this thread, never the training thread
-            values = item.tensor.tolist()
+            values = stats.resolve(item.tensor).tolist()  # a pending window is computed here
             return [(k, item.step, item.wall, v) for k, v in item.expand(values)]
         return (item,)
 

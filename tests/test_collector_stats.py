@@ -244,3 +244,59 @@ def test_bad_arguments_rejected_clearly(root):
         collector.attach(model, object(), root=root)
     with pytest.raises(ValueError, match="log_every"):
         collector.attach(model, torch.optim.SGD(model.parameters(), lr=0.1), root=root, log_every=0)
+
+
+def test_cpu_windows_are_computed_by_the_writer_within_the_logits_budget(root):
+    """On CPU in one process a window's statistics are left to the writer thread, but the
+    logits those windows hold stay within `stash_limit`; past it the training thread scores."""
+    import threading
+
+    torch.manual_seed(0)
+    model = torch.nn.Linear(4, 3)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    run = collector.attach(model, opt, root=root, name="held", log_every=1, ratio_every=0, flush_secs=60)
+    run.stash_limit = 100  # each step's logits are 8 x 3 = 24 elements: four windows fit
+    threads = []
+    compute = run._window_stats
+    run._window_stats = lambda *a: (threads.append(threading.current_thread().name), compute(*a))[1]
+    losses, accs = [], []
+    for _ in range(10):
+        x, y = torch.randn(8, 4), torch.randint(0, 3, (8,))
+        out = model(x)
+        loss = F.cross_entropy(out, y)
+        opt.zero_grad(); loss.backward(); opt.step()
+        run.log_train(loss, output=out, target=y)
+        losses.append(loss.item())
+        accs.append((out.argmax(-1) == y).float().mean().item())
+    assert sum(n for p, n in run._held if not p.done) <= 100
+    run.close()
+    assert sorted(threads) == ["MainThread"] * 6 + ["traindoc-writer"] * 4  # 4 fit; the 6 others are scored at once
+    s = read_run(run.path)
+    assert s.get("train/loss/mean").tolist() == pytest.approx(losses, rel=1e-6)
+    assert s.get("train/acc").tolist() == pytest.approx(accs)
+
+
+def test_epoch_parts_stay_few_without_end_epoch(root):
+    """A script that never calls end_epoch() must not keep one part per window forever."""
+    torch.manual_seed(0)
+    model = torch.nn.Linear(4, 3)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    run = collector.attach(model, opt, root=root, name="noepoch", log_every=1, ratio_every=0, flush_secs=0.01)
+    losses = []
+    for _ in range(300):
+        x, y = torch.randn(8, 4), torch.randint(0, 3, (8,))
+        loss = F.cross_entropy(model(x), y)
+        opt.zero_grad(); loss.backward(); opt.step()
+        run.log_train(loss)
+        losses.append(loss.item())
+    assert len(run._epoch_parts) < 80
+    run.end_epoch()  # the one epoch still holds every loss
+    run.close()
+    s = read_run(run.path)
+    t = torch.tensor(losses, dtype=torch.float64)
+    assert s.meta["warnings"] == []
+    assert s.get("train_epoch/loss/count").tolist() == [300]
+    assert s.get("train/loss/count").sum() == 300
+    assert s.get("train_epoch/loss/mean").iloc[0] == pytest.approx(t.mean().item(), rel=1e-6)
+    assert s.get("train_epoch/loss/var").iloc[0] == pytest.approx(t.var(unbiased=False).item(), rel=1e-5)
+    assert s.get("train_epoch/loss/max").iloc[0] == pytest.approx(t.max().item(), rel=1e-6)
