@@ -3,7 +3,8 @@
 Hot-path rules (see STYLE.md): `log_train` and the optimizer hooks only queue
 tensor ops and append references. Values are read back once per window, by an
 asynchronous copy that the writer thread waits on, so the training thread
-never synchronises with the device.
+never synchronises with the device. On the CPU in one process, even the window's
+ops are left to the writer thread (`stats.Pending`).
 """
 
 from __future__ import annotations
