@@ -283,6 +283,10 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(1)
     names = {sc.name for sc in SCENARIOS}
+    unknown = sorted(set(args.only or ()) - names)
+    if unknown:
+        ap.error(f"no scenario named {', '.join(unknown)}; known: {', '.join(sorted(names))}")
+    os.makedirs(args.out, exist_ok=True)
     if not args.only:  # drop runs of scenarios that no longer exist
         for entry in os.listdir(args.out):
             if entry not in names and os.path.isfile(os.path.join(args.out, entry, "meta.json")):
