@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import shutil
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -86,27 +89,32 @@ def test_nanogpt_style_loop_accumulation_autocast_gradscaler(root):
     assert "update_ratio/attn.in_proj_weight" in s.keys
 
 
-def test_compiled_model_two_optimizers_param_groups(root):
+@pytest.mark.parametrize("backend", ["aot_eager", "inductor"])
+def test_compiled_model_two_optimizers_param_groups(root, backend):
+    """`inductor`, torch.compile's default, generates and builds C++ with the machine's compiler."""
+    if backend == "inductor" and not shutil.which("g++") and os.environ.get("CI") != "true":
+        pytest.skip("inductor on the CPU needs a C++ compiler (g++)")
     x, y = blobs()
     torch.manual_seed(0)
     enc = torch.nn.Sequential(torch.nn.Linear(10, 16), torch.nn.Tanh())
     head = torch.nn.Linear(16, 3)
     model = torch.nn.Sequential(enc, head)
-    compiled = torch.compile(model, backend="aot_eager")  # real compile, no C++ toolchain needed
+    compiled = torch.compile(model, backend=backend)
     opt_a = torch.optim.SGD([{"params": enc[0].weight, "lr": 0.1},
                              {"params": enc[0].bias, "lr": 0.01}], lr=0.1, momentum=0.9)
     opt_b = torch.optim.Adam(head.parameters(), lr=1e-3)
     sched_b = torch.optim.lr_scheduler.ExponentialLR(opt_b, 0.9)
     run = collector.attach(compiled, [opt_a, opt_b], root=root, name="multi", log_every=5, ratio_every=5)
-    losses = []
+    losses, corrects = [], []
     for i in range(10):
         out = compiled(x[i * 32:(i + 1) * 32])
         loss = F.cross_entropy(out, y[i * 32:(i + 1) * 32])
         opt_a.zero_grad(); opt_b.zero_grad()
         loss.backward()
         opt_a.step(); opt_b.step(); sched_b.step()
-        run.log_train(loss)
+        run.log_train(loss, output=out, target=y[i * 32:(i + 1) * 32])
         losses.append(loss.item())
+        corrects.append((out.argmax(-1) == y[i * 32:(i + 1) * 32]).sum().item())
     run.close()
     s = read_run(run.path)
     assert s.get("lr/pg0").tolist() == [0.1] and s.get("lr/pg1").tolist() == [0.01]
@@ -115,3 +123,4 @@ def test_compiled_model_two_optimizers_param_groups(root):
     assert s.get("train/loss/mean").tolist() == pytest.approx(
         [sum(losses[:5]) / 5, sum(losses[5:]) / 5], rel=1e-6)
     assert {"update_ratio/0.0.weight", "update_ratio/1.weight"} <= set(s.keys)  # no _orig_mod. prefix
+    assert s.get("train/acc").tolist() == pytest.approx([sum(corrects[:5]) / 160, sum(corrects[5:]) / 160])
