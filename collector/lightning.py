@@ -34,9 +34,10 @@ class Collector(Callback):
         self.run: Run | None = None
 
     def _metric(self, trainer, role: str):
+        metrics = trainer.callback_metrics  # a property that Lightning builds on each access
         for key, target in self.metric_map.items():
-            if target == role and key in trainer.callback_metrics:
-                return trainer.callback_metrics[key]
+            if target == role and key in metrics:
+                return metrics[key]
         return None
 
     def on_train_start(self, trainer, pl_module) -> None:
