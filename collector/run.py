@@ -70,6 +70,10 @@ class Run:
         self._stash: list = []  # (output, target) kept by reference until the window closes
         self._stash_numel = 0
         self.stash_limit = 1 << 22  # output elements per window (16 MB of fp32 logits)
+        # Device types whose losses and logits are kept by reference until the window closes.
+        # Elsewhere a loss is copied (one tiny op) and logits are scored at once, because
+        # CUDA graphs (torch.compile's "reduce-overhead") overwrite their outputs in place.
+        self.by_reference = ("cpu",)
         self._held: list = []  # (stats.Pending, output elements) of windows left to the writer
         self._device: torch.device | None = None
         self._window_carry: list = []  # parts already taken into the epoch, still owed to the window
@@ -121,6 +125,8 @@ class Run:
                 t = torch.tensor(float(loss))
             if divided_by != 1:
                 t = t * divided_by
+            elif t.device.type not in self.by_reference:
+                t = t.clone()
             if self._device is None:  # the very first loss, for the initial-loss (ln C) check
                 self._device = t.device
                 self._defer(t.reshape(1), lambda vals: [(fmt.LOSS_FIRST, vals[0])])
@@ -129,7 +135,8 @@ class Run:
                 self._log_accuracy(output, target)
             elif accuracy is not None:
                 a = accuracy.detach() if isinstance(accuracy, torch.Tensor) else torch.tensor(float(accuracy))
-                self._corrects.append(a.reshape(()).float())
+                a = a.reshape(()).float()
+                self._corrects.append(a if a.device.type in self.by_reference else a.clone())
                 self._total += 1
         except Exception as exc:
             self._warn("log_train:" + type(exc).__name__, f"traindoc: log_train failed: {exc!r}")
@@ -262,7 +269,8 @@ class Run:
         # window closes (a handful of ops per window instead of three per step);
         # large ones (LM logits) are scored now so that no window holds them.
         n = output.numel()
-        if self._stash_numel + n <= self.stash_limit and output.dim() == target.dim() + 1:
+        if (self._stash_numel + n <= self.stash_limit and output.dim() == target.dim() + 1
+                and output.device.type in self.by_reference):
             self._stash.append((output.detach(), target))
             self._stash_numel += n
         else:

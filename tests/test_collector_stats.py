@@ -300,3 +300,36 @@ def test_epoch_parts_stay_few_without_end_epoch(root):
     assert s.get("train_epoch/loss/mean").iloc[0] == pytest.approx(t.mean().item(), rel=1e-6)
     assert s.get("train_epoch/loss/var").iloc[0] == pytest.approx(t.var(unbiased=False).item(), rel=1e-5)
     assert s.get("train_epoch/loss/max").iloc[0] == pytest.approx(t.max().item(), rel=1e-6)
+
+
+def test_static_output_buffers_are_copied_where_not_kept_by_reference(root):
+    """CUDA graphs hand back the same output tensors every step, overwritten in place. Off the
+    CPU the collector copies each loss and scores the logits at once; here the CPU is told to
+    behave so, and a loop that reuses static buffers must still get every step's values."""
+    torch.manual_seed(0)
+    model = torch.nn.Linear(4, 3)
+    opt = torch.optim.SGD(model.parameters(), lr=0.5)
+    run = collector.attach(model, opt, root=root, name="static", log_every=5, ratio_every=0)
+    run.by_reference = ()  # what a CUDA device gets
+    static_loss, static_out, static_y, static_acc = torch.zeros(()), torch.zeros(8, 3), torch.zeros(8).long(), torch.zeros(())
+    losses, accs = [], []
+    for _ in range(10):
+        x, y = torch.randn(8, 4), torch.randint(0, 3, (8,))
+        out = model(x)
+        loss = F.cross_entropy(out, y)
+        opt.zero_grad(); loss.backward(); opt.step()
+        with torch.no_grad():  # a graph replay: results land in the same tensors every step
+            static_loss.copy_(loss); static_out.copy_(out); static_y.copy_(y)
+            static_acc.copy_((out.argmax(-1) == y).float().mean())
+        run.log_train(static_loss, output=static_out, target=static_y)
+        run.log({"acc_given": static_acc})
+        losses.append(loss.item())
+        accs.append(static_acc.item())
+    run.close()
+    s = read_run(run.path)
+    t = torch.tensor(losses, dtype=torch.float64)
+    assert s.get("train/loss/mean").tolist() == pytest.approx([t[:5].mean().item(), t[5:].mean().item()], rel=1e-6)
+    assert s.get("train/loss/var").tolist() == pytest.approx(
+        [t[:5].var(unbiased=False).item(), t[5:].var(unbiased=False).item()], rel=1e-5)
+    assert s.get("train/acc").tolist() == pytest.approx([sum(accs[:5]) / 5, sum(accs[5:]) / 5])
+    assert s.get("custom/acc_given").tolist() == pytest.approx(accs)
