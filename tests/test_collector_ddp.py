@@ -46,6 +46,10 @@ def _worker(rank, world, port, root):
     with open(os.path.join(root, f"losses{rank}.json"), "w") as f:
         json.dump({"losses": losses, "correct": correct}, f)
     dist.destroy_process_group()
+    # Everything is on disk. Leave without C++ static destructors: torch 2.13's gloo teardown
+    # aborts ("terminate called without an active exception") in about 1 exit of 20 here, with
+    # or without traindoc (2 of 40 two-rank runs without it); with os._exit, 0 of 60.
+    os._exit(0)
 
 
 @pytest.mark.slow

@@ -212,7 +212,7 @@ def test_third_party_loop_gradient_accumulation(tmp_path):
 def test_lightning_ddp_two_processes_rank_zero_writes(tmp_path):
     """Lightning's own DDP (two CPU processes on gloo): one run folder, loss statistics of both ranks."""
     script = f"""
-import os, sys
+import gc, os, sys
 sys.path.insert(0, {ROOT!r}); sys.path.insert(0, {os.path.join(ROOT, "sample_runs")!r})
 import torch, torch.nn.functional as F, lightning as L
 import collector.lightning, generate
@@ -230,11 +230,14 @@ class Module(L.LightningModule):
 
 class ReleaseGroup(L.Callback):
     # Without this, a spawned rank aborts at exit ("terminate called without an active
-    # exception") in about 1 of 10 runs, with or without traindoc: the gloo group is left
-    # for the C++ static destructors. Measured 1/15 fits without the collector, 0/30 with this.
+    # exception"), with or without traindoc: a gloo run-loop thread of a process group that
+    # garbage still references wakes during interpreter shutdown, Python ends it with
+    # pthread_exit, and libstdc++ terminates (seen in gdb). Measured here: 1 of 15 fits
+    # without the collector and no release; 0 of 50 with the release and a collection.
     def teardown(self, trainer, pl_module, stage):
         if torch.distributed.is_initialized():
             torch.distributed.destroy_process_group()
+        gc.collect()
 
 if __name__ == "__main__":
     torch.set_num_threads(1)
