@@ -1,9 +1,10 @@
 """Collector overhead on a small CPU training loop, as ratios against bare training.
 
-Four variants of the same MLP loop (about 1 ms a step on 2 cores) run interleaved,
+Five variants of the same MLP loop (about 1 ms a step on 2 cores) run interleaved,
 several rounds each, so machine noise hits them alike; the median of the per-round
 ratios is printed, with the middle half of the rounds.
   bare          the loop alone
+  bare_again    the loop alone once more: its ratio shows the measurement's own noise
   collector     traindoc at its defaults (loss, accuracy, LR, update ratios every 100 steps)
   ratios_every1 traindoc sampling update ratios on every step
   tensorboard   the same scalars through torch.utils.tensorboard.SummaryWriter each step
@@ -76,7 +77,7 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=9)
     args = ap.parse_args()
     torch.set_num_threads(1)  # one training thread; the writer thread gets the other core, as in real jobs
-    variants = ["bare", "collector", "ratios_every1", "tensorboard"]
+    variants = ["bare", "bare_again", "collector", "ratios_every1", "tensorboard"]
     times = {v: [] for v in variants}
     with tempfile.TemporaryDirectory() as tmp:
         for v in variants:  # warm-up
