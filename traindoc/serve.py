@@ -81,19 +81,18 @@ def _wait_for(proc: subprocess.Popen) -> int:
             signal.signal(sig, forward)
         except (ValueError, OSError):  # not the main thread, or no such signal here
             pass
-    while True:
+    try:
+        code = proc.wait()
+        return 0 if code in (-signal.SIGTERM, -signal.SIGHUP, -signal.SIGINT) else code
+    except KeyboardInterrupt:
         try:
-            code = proc.wait()
-            return 0 if code in (-signal.SIGTERM, -signal.SIGHUP, -signal.SIGINT) else code
-        except KeyboardInterrupt:
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-            except KeyboardInterrupt:  # a second Ctrl-C: stop now
-                proc.kill()
-            proc.wait()
-            return 0
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        except KeyboardInterrupt:  # a second Ctrl-C: stop now
+            proc.kill()
+        proc.wait()
+        return 0
 
 
 def _open_when_up(url: str, timeout: float = 60.0) -> None:
