@@ -246,14 +246,28 @@ def test_bad_arguments_rejected_clearly(root):
         collector.attach(model, torch.optim.SGD(model.parameters(), lr=0.1), root=root, log_every=0)
 
 
+def _tiny(lr: float):
+    """A 4 -> 3 linear classifier and its SGD, seeded."""
+    torch.manual_seed(0)
+    model = torch.nn.Linear(4, 3)
+    return model, torch.optim.SGD(model.parameters(), lr=lr)
+
+
+def _tiny_step(model, opt):
+    """One optimizer step on a fresh random batch of 8; returns (logits, targets, loss)."""
+    x, y = torch.randn(8, 4), torch.randint(0, 3, (8,))
+    out = model(x)
+    loss = F.cross_entropy(out, y)
+    opt.zero_grad(); loss.backward(); opt.step()
+    return out, y, loss
+
+
 def test_cpu_windows_are_computed_by_the_writer_within_the_logits_budget(root):
     """On CPU in one process a window's statistics are left to the writer thread, but the
     logits those windows hold stay within `stash_limit`; past it the training thread scores."""
     import threading
 
-    torch.manual_seed(0)
-    model = torch.nn.Linear(4, 3)
-    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    model, opt = _tiny(lr=0.1)
     run = collector.attach(model, opt, root=root, name="held", log_every=1, ratio_every=0, flush_secs=60)
     run.stash_limit = 100  # each step's logits are 8 x 3 = 24 elements: four windows fit
     threads = []
@@ -261,10 +275,7 @@ def test_cpu_windows_are_computed_by_the_writer_within_the_logits_budget(root):
     run._window_stats = lambda *a: (threads.append(threading.current_thread().name), compute(*a))[1]
     losses, accs = [], []
     for _ in range(10):
-        x, y = torch.randn(8, 4), torch.randint(0, 3, (8,))
-        out = model(x)
-        loss = F.cross_entropy(out, y)
-        opt.zero_grad(); loss.backward(); opt.step()
+        out, y, loss = _tiny_step(model, opt)
         run.log_train(loss, output=out, target=y)
         losses.append(loss.item())
         accs.append((out.argmax(-1) == y).float().mean().item())
@@ -278,15 +289,11 @@ def test_cpu_windows_are_computed_by_the_writer_within_the_logits_budget(root):
 
 def test_epoch_parts_stay_few_without_end_epoch(root):
     """A script that never calls end_epoch() must not keep one part per window forever."""
-    torch.manual_seed(0)
-    model = torch.nn.Linear(4, 3)
-    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    model, opt = _tiny(lr=0.1)
     run = collector.attach(model, opt, root=root, name="noepoch", log_every=1, ratio_every=0, flush_secs=0.01)
     losses = []
     for _ in range(300):
-        x, y = torch.randn(8, 4), torch.randint(0, 3, (8,))
-        loss = F.cross_entropy(model(x), y)
-        opt.zero_grad(); loss.backward(); opt.step()
+        _, _, loss = _tiny_step(model, opt)
         run.log_train(loss)
         losses.append(loss.item())
     assert len(run._epoch_parts) < 80
@@ -306,18 +313,13 @@ def test_static_output_buffers_are_copied_where_not_kept_by_reference(root):
     """CUDA graphs hand back the same output tensors every step, overwritten in place. Off the
     CPU the collector copies each loss and scores the logits at once; here the CPU is told to
     behave so, and a loop that reuses static buffers must still get every step's values."""
-    torch.manual_seed(0)
-    model = torch.nn.Linear(4, 3)
-    opt = torch.optim.SGD(model.parameters(), lr=0.5)
+    model, opt = _tiny(lr=0.5)
     run = collector.attach(model, opt, root=root, name="static", log_every=5, ratio_every=0)
     run.by_reference = ()  # what a CUDA device gets
     static_loss, static_out, static_y, static_acc = torch.zeros(()), torch.zeros(8, 3), torch.zeros(8).long(), torch.zeros(())
     losses, accs = [], []
     for _ in range(10):
-        x, y = torch.randn(8, 4), torch.randint(0, 3, (8,))
-        out = model(x)
-        loss = F.cross_entropy(out, y)
-        opt.zero_grad(); loss.backward(); opt.step()
+        out, y, loss = _tiny_step(model, opt)
         with torch.no_grad():  # a graph replay: results land in the same tensors every step
             static_loss.copy_(loss); static_out.copy_(out); static_y.copy_(y)
             static_acc.copy_((out.argmax(-1) == y).float().mean())
