@@ -37,7 +37,7 @@ def data(n: int):
 def lightning_fit(with_collector: bool, steps: int, tmp: str) -> float:
     import lightning as L
 
-    import collector.lightning
+    import traindoc.collector.lightning
 
     class Module(L.LightningModule):
         def __init__(self):
@@ -65,7 +65,7 @@ def lightning_fit(with_collector: bool, steps: int, tmp: str) -> float:
     clock = Clock()
     callbacks = [clock]
     if with_collector:
-        callbacks.append(collector.lightning.Collector(root=tmp, name=f"l{time.time_ns()}"))
+        callbacks.append(traindoc.collector.lightning.Collector(root=tmp, name=f"l{time.time_ns()}"))
     trainer = L.Trainer(max_epochs=1, accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
                         enable_progress_bar=False, enable_model_summary=False, callbacks=callbacks)
     trainer.fit(Module(), loader)
@@ -75,7 +75,7 @@ def lightning_fit(with_collector: bool, steps: int, tmp: str) -> float:
 def hf_fit(with_collector: bool, steps: int, tmp: str) -> float:
     from transformers import Trainer, TrainerCallback, TrainingArguments
 
-    import collector.hf
+    import traindoc.collector.hf
 
     class Net(torch.nn.Module):
         def __init__(self):
@@ -109,7 +109,7 @@ def hf_fit(with_collector: bool, steps: int, tmp: str) -> float:
     clock = Clock()
     callbacks = [clock]
     if with_collector:
-        callbacks.append(collector.hf.Collector(root=tmp, name=f"h{time.time_ns()}"))
+        callbacks.append(traindoc.collector.hf.Collector(root=tmp, name=f"h{time.time_ns()}"))
     args = TrainingArguments(output_dir=os.path.join(tmp, "hf"), max_steps=steps, per_device_train_batch_size=128,
                              learning_rate=0.05, optim="sgd", lr_scheduler_type="constant", logging_steps=50,
                              report_to=[], save_strategy="no", use_cpu=True, disable_tqdm=True,

@@ -9,10 +9,12 @@ from __future__ import annotations
 import json
 import os
 import time
+import uuid
 
 import numpy as np
 
 from traindoc import format as fmt
+from traindoc.crc import crc32_rows
 from traindoc.reader import RECORD_DTYPE
 
 
@@ -21,8 +23,8 @@ def pack(steps, walls, values, key_ids) -> bytes:
     n = len(steps)
     arr = np.zeros(n, dtype=RECORD_DTYPE)
     arr["step"], arr["wall"], arr["value"], arr["key"] = steps, walls, values, key_ids
-    words = arr.view("<u4").reshape(n, 8)
-    arr["check"] = np.bitwise_xor.reduce(words[:, :7], axis=1) ^ np.uint32(fmt.CHECK_SALT)
+    raw = arr.view(np.uint8).reshape(n, fmt.RECORD_SIZE)
+    arr["check"] = crc32_rows(raw[:, :fmt.CHECKED], fmt.CHECK_SALT)
     return arr.tobytes()
 
 
@@ -61,18 +63,19 @@ def write_run(path: str, n_points: int, name: str | None = None, seed: int = 0) 
     data = series_for(n_points, seed)
     keys = list(data)
     now = time.time()
+    run_id = uuid.uuid4().hex
     with open(os.path.join(path, fmt.KEYS_FILE), "w") as f:
         for i, k in enumerate(keys):
-            f.write(json.dumps({"id": i, "key": k}) + "\n")
+            f.write(json.dumps({"id": i, "key": k, "run": run_id}) + "\n")
     chunks, total = [], 0
     for i, k in enumerate(keys):
         s, v = data[k]
         chunks.append(pack(s, now - 1000 + s * 1e-3, v, np.full(len(s), i)))
         total += len(s)
     with open(os.path.join(path, fmt.segment_name(0)), "wb") as f:
-        f.write(fmt.header_bytes())
+        f.write(fmt.header_bytes(bytes.fromhex(run_id)))
         f.writelines(chunks)
-    meta = {"schema_version": fmt.SCHEMA_VERSION, "name": name or os.path.basename(path), "status": "finished",
+    meta = {"schema_version": fmt.SCHEMA_VERSION, "run_id": run_id, "name": name or os.path.basename(path), "status": "finished",
             "config": {"lr": 0.1, "synthetic": True}, "start_time": now - 1000, "end_time": now,
             "updated": now, "num_classes": 10}
     with open(os.path.join(path, fmt.META_FILE), "w") as f:

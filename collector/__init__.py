@@ -1,6 +1,6 @@
 """traindoc's collector: attach to a PyTorch training loop, write a run folder.
 
-    import collector
+    from traindoc import collector
     run = collector.attach(model, optimizer, root="runs", name="mlp-lr0.1", config=cfg)
     run.log_train(loss, output=logits, target=y)   # each step, no .item() needed
     run.log_val(loss=val_loss, accuracy=val_acc)   # after evaluation

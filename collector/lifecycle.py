@@ -34,7 +34,7 @@ def unregister(run) -> None:
 def _close_all(status: str, reason: str | None) -> None:
     for run in list(_open):
         try:
-            run.close(status, reason=reason)
+            run.close(status, reason=reason, wait=False)  # no waiting on other ranks here
         except Exception:
             pass
 

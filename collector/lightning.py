@@ -1,6 +1,6 @@
 """PyTorch Lightning: `Trainer(callbacks=[collector.lightning.Collector(root="runs")])`.
 
-Only public hooks are used (on_train_start, on_train_batch_end, on_train_epoch_end,
+Only public hooks are used (on_train_start, on_before_backward, on_train_batch_end, on_train_epoch_end,
 on_validation_epoch_end, on_train_end, on_exception) and public trainer properties
 (optimizers, callback_metrics, sanity_checking, current_epoch). LR, momentum and update
 ratios come from the optimizers' own step hooks, as in a plain loop; under DDP every
@@ -47,12 +47,20 @@ class Collector(Callback):
         self.run = attach(pl_module, list(trainer.optimizers), root=self.root, name=self.name, config=config,
                           **self.options)
 
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        if self.run is None:
+    def on_before_backward(self, trainer, pl_module, loss) -> None:
+        # Here, not at batch end: with accumulate_grad_batches the last micro-batch's end
+        # comes after its optimizer step, which would put it in the next window.
+        if self.run is None or loss is None:
             return
-        loss = outputs.get("loss") if isinstance(outputs, dict) else outputs
-        if loss is not None:
-            self.run.log_train(loss, accuracy=self._metric(trainer, "train_acc"))
+        # Automatic optimization hands on the loss divided by accumulate_grad_batches.
+        accum = trainer.accumulate_grad_batches if pl_module.automatic_optimization else 1
+        self.run.log_train(loss, divided_by=accum)
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if self.run is not None:
+            acc = self._metric(trainer, "train_acc")  # Lightning publishes it at batch end
+            if acc is not None:
+                self.run.log_train_accuracy(acc)
 
     def on_train_epoch_end(self, trainer, pl_module) -> None:
         if self.run is not None:

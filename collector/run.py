@@ -1,16 +1,16 @@
-"""`attach()` and the `Run` it returns: the collector's whole public surface.
+"""`attach()` and the `Run` it returns: the collector's public surface.
 
-Hot-path rules (see STYLE.md): `log_train` and the optimizer hooks only queue
-tensor ops and append references. Values are read back once per window, by an
-asynchronous copy that the writer thread waits on, so the training thread
-never synchronises with the device. On the CPU in one process, even the window's
-ops are left to the writer thread (`stats.Pending`).
+Hot-path rules (see STYLE.md): `log_train` and the optimizer hooks only queue tensor ops
+and append references. Values are read back once per window, by an asynchronous copy
+that the writer thread waits on, so the training thread never synchronises with the
+device. On the CPU in one process, even the window's ops are left to the writer thread
+(`stats.Pending`). The pieces: `window` (what log_train collects), `accuracy` (scoring),
+`hooks` (optimizer step hooks), `ranks` (DDP), `identity` (folder, id, resume), `writer`.
 """
 
 from __future__ import annotations
 
 import os
-import re
 import time
 import warnings
 from typing import Any, Iterable, Mapping
@@ -19,13 +19,17 @@ import torch
 
 from traindoc import format as fmt
 
-from . import lifecycle, stats
+from . import identity, lifecycle, stats
+from .accuracy import DEFAULT_IGNORE_INDEX, classes_of
+from .hooks import HparamRecorder, StepHooks
 from .meta import initial_meta
+from .ranks import Ranks
 from .ratios import UpdateRatios
+from .window import Window
 from .writer import Deferred, RunWriter
 
-_HPARAMS = (fmt.LR_PREFIX, fmt.MOMENTUM_PREFIX, fmt.BETA1_PREFIX, fmt.BETA2_PREFIX)
-_NAME_OK = re.compile(r"[^A-Za-z0-9._+=@-]+")
+#: How long rank 0's close() waits for the other ranks' last partial window.
+FINAL_WAIT_SECS = 5.0
 
 
 def attach(model: torch.nn.Module | None, optimizer, root: str = "runs", name: str | None = None,
@@ -34,8 +38,10 @@ def attach(model: torch.nn.Module | None, optimizer, root: str = "runs", name: s
 
     Options: num_classes, log_every (steps per loss window, default 50),
     ratio_every (steps between update-ratio samples, default 100; 0 turns them
-    off), flush_secs (default 1.0), ignore_index (target value that does not
-    count towards accuracy), max_pending (records the writer may hold before it
+    off), flush_secs (default 1.0), ignore_index (target value that does not count
+    towards accuracy; default -100, as in F.cross_entropy), loss_fn (a loss module
+    whose `ignore_index` is used), resume (continue the run already in root/name
+    instead of starting `name-2`), max_pending (records the writer may hold before it
     drops, counted, rather than slow the step; default 200,000).
     """
     return Run(model, optimizer, root=root, name=name, config=config, **options)
@@ -47,7 +53,8 @@ class Run:
     def __init__(self, model, optimizer, root: str = "runs", name: str | None = None,
                  config: Mapping[str, Any] | None = None, num_classes: int | None = None,
                  log_every: int = 50, ratio_every: int = 100, flush_secs: float = 1.0,
-                 ignore_index: int | None = None, max_pending: int = 200_000):
+                 ignore_index: int | None = None, loss_fn=None, resume: bool = False,
+                 max_pending: int = 200_000):
         optimizers = list(optimizer) if isinstance(optimizer, (list, tuple)) else [optimizer]
         if not optimizers or not all(isinstance(o, torch.optim.Optimizer) for o in optimizers):
             raise TypeError("traindoc: optimizer must be a torch.optim.Optimizer or a list of them")
@@ -55,52 +62,54 @@ class Run:
             raise ValueError(f"traindoc: log_every must be >= 1, got {log_every!r}")
         if int(ratio_every) < 0:
             raise ValueError(f"traindoc: ratio_every must be >= 0 (0 = off), got {ratio_every!r}")
+        if num_classes is not None and int(num_classes) < 2:
+            raise ValueError(f"traindoc: num_classes must be >= 2, got {num_classes!r}")
+        if ignore_index is None:
+            ignore_index = getattr(loss_fn, "ignore_index", DEFAULT_IGNORE_INDEX)
         self.optimizers = optimizers
         self.log_every = int(log_every)
-        self.ignore_index = ignore_index
+        self.ignore_index = int(ignore_index)
         self.step = 0
         self.epoch = 0
         self.closed = False
+        self._session_steps = 0  # steps taken by this process (a resumed run starts above 0)
         self._warned: set[str] = set()
         self._offset: int | None = None  # 1: losses logged before their step; 0: after it
-        self._losses: list = []
-        self._corrects: list = []
-        self._total = 0
-        self._masked_totals: list = []
-        self._stash: list = []  # (output, target) kept by reference until the window closes
-        self._stash_numel = 0
-        self.stash_limit = 1 << 22  # output elements per window (16 MB of fp32 logits)
-        # Device types whose losses and logits are kept by reference until the window closes.
-        # Elsewhere a loss is copied (one tiny op) and logits are scored at once, because
-        # CUDA graphs (torch.compile's "reduce-overhead") overwrite their outputs in place.
-        self.by_reference = ("cpu",)
-        self._held: list = []  # (stats.Pending, output elements) of windows left to the writer
-        self._device: torch.device | None = None
-        self._window_carry: list = []  # parts already taken into the epoch, still owed to the window
-        self._epoch_parts: list = []  # window parts of the current epoch, merged at end_epoch
-        self._last_hparams: dict[tuple, object] = {}
-        self._rank, self._world = _dist_rank()
-        self._num_classes = num_classes
+        self._num_classes = int(num_classes) if num_classes is not None else None
+        self._window = Window(self._warn, self.ignore_index)
+        self._first_logged = False
+        self._resumed = False
+        self._skipped_dev = None  # GPU + fused optimizer: skipped steps, counted on the device
+        self.ranks = Ranks()
 
-        self.name = _safe_name(name) if name else time.strftime("run-%Y%m%d-%H%M%S") + f"-{os.getpid()}"
+        self.name = identity.safe_name(name) if name else time.strftime("run-%Y%m%d-%H%M%S") + f"-{os.getpid()}"
         self.path = os.path.join(root, self.name)
+        self.run_id = None
         self._writer = None
-        if self._rank == 0:
-            try:
-                meta = initial_meta(self.name, config, model, optimizers, num_classes,
-                                    self.log_every, ratio_every, self._world)
-                self._writer = RunWriter(self.path, meta, flush_secs=flush_secs, max_pending=max_pending)
-            except Exception as exc:  # cannot even create the folder: train on, record nothing
-                self._warn("open", f"traindoc: cannot write run at {self.path!r}: {exc!r}; not recording")
+        if self.ranks.writes:
+            self._open(root, model, config, optimizers, ratio_every, flush_secs, max_pending, resume)
 
         names = _param_names(model)
-        self._ratios = UpdateRatios(optimizers, names, ratio_every) if (ratio_every and self._rank == 0) else None
-        self._handles = []
-        self._pre_handles: dict[int, Any] = {}  # armed only before sampled steps
-        for i, opt in enumerate(optimizers):
-            self._handles.append(opt.register_step_post_hook(self._make_post_hook(i)))
-            self._arm_pre_hook(i)
+        ratios = UpdateRatios(optimizers, names, ratio_every) if (ratio_every and self._writer) else None
+        self._hparams = HparamRecorder(self._put_value, self.log_every)
+        self._hooks = StepHooks(optimizers, ratios, self._after_step, self._on_ratios, self._warn)
         lifecycle.register(self)
+
+    def _open(self, root, model, config, optimizers, ratio_every, flush_secs, max_pending, resume) -> None:
+        try:
+            c = identity.claim(root, self.name, resume)
+            self.name, self.path, self.run_id = c.name, c.path, c.run_id
+            meta = initial_meta(self.name, config, model, optimizers, self._num_classes,
+                                self.log_every, ratio_every, self.ranks.world)
+            meta["run_id"] = c.run_id
+            if c.resumed is not None:
+                meta = identity.resumed_meta(c.resumed, meta, c.step)
+                self.step, self.epoch, self._resumed = c.step, c.epoch, True
+                if self._num_classes is None and c.resumed.get("num_classes"):
+                    self._num_classes = int(c.resumed["num_classes"])
+            self._writer = RunWriter(self.path, meta, flush_secs=flush_secs, max_pending=max_pending, keys=c.keys)
+        except Exception as exc:  # cannot even create the folder: train on, record nothing
+            self._warn("open", f"traindoc: cannot write run at {self.path!r}: {exc!r}; not recording")
 
     # ---- public API -----------------------------------------------------------------
     def log_train(self, loss, output=None, target=None, divided_by: float = 1.0, accuracy=None) -> None:
@@ -116,30 +125,40 @@ class Run:
             return
         try:
             if self._offset is None:
-                self._offset = 1 if self.step == 0 else 0
+                self._offset = 1 if self._session_steps == 0 else 0
             if isinstance(loss, torch.Tensor):
                 t = loss.detach()
                 if t.dim():
                     t = t.reshape(()) if t.numel() == 1 else t.float().mean()
             else:
                 t = torch.tensor(float(loss))
-            if divided_by != 1:
-                t = t * divided_by
-            elif t.device.type not in self.by_reference:
+            if not (isinstance(divided_by, (int, float)) and divided_by == 1):
+                t = t * divided_by  # a number or a device tensor (HF's token counts): no sync
+            elif t.device.type not in self._window.by_reference:
                 t = t.clone()
-            if self._device is None:  # the very first loss, for the initial-loss (ln C) check
-                self._device = t.device
-                self._defer(t.reshape(1), lambda vals: [(fmt.LOSS_FIRST, vals[0])])
-            self._losses.append(t)
+            if not self._first_logged:  # the very first loss, for the initial-loss (ln C) check
+                self._first_logged = True
+                if not self._resumed:  # a resumed run has its first loss already
+                    self._defer(t.reshape(1), lambda vals: [(fmt.LOSS_FIRST, vals[0])])
+            self._window.add_loss(t)
             if target is not None and output is not None:
-                self._log_accuracy(output, target)
+                if self._num_classes is None:
+                    self._note_classes(classes_of(output, target))
+                self._window.add_batch(output, target)
             elif accuracy is not None:
-                a = accuracy.detach() if isinstance(accuracy, torch.Tensor) else torch.tensor(float(accuracy))
-                a = a.reshape(()).float()
-                self._corrects.append(a if a.device.type in self.by_reference else a.clone())
-                self._total += 1
+                self._window.add_fraction(accuracy)
         except Exception as exc:
             self._warn("log_train:" + type(exc).__name__, f"traindoc: log_train failed: {exc!r}")
+
+    def log_train_accuracy(self, accuracy) -> None:
+        """Record a batch's accuracy (fraction correct) apart from its loss, for frameworks
+        that publish it later than the loss; it joins the current window."""
+        if self.closed:
+            return
+        try:
+            self._window.add_fraction(accuracy)
+        except Exception as exc:
+            self._warn("log_train:" + type(exc).__name__, f"traindoc: log_train_accuracy failed: {exc!r}")
 
     def log_val(self, loss=None, accuracy=None, step: int | None = None, **metrics) -> None:
         """Record validation results at the current optimizer step (or `step`)."""
@@ -159,29 +178,37 @@ class Run:
         if self.closed:
             return
         try:
-            self._fold_into_epoch()
-            self._emit_stats(self._reduce(stats.merge_later(self._epoch_parts)), fmt.LOSS_EPOCH, fmt.TRAIN_ACC_EPOCH)
-            self._epoch_parts = []
+            self._window.fold_into_epoch(self._deferrable())
+            self._emit_stats(self._reduce(self._window.close_epoch()), fmt.LOSS_EPOCH, fmt.TRAIN_ACC_EPOCH)
             self.epoch += 1
             self._put((fmt.EPOCH, self.step, time.time(), float(self.epoch)))
         except Exception as exc:
             self._warn("end_epoch:" + type(exc).__name__, f"traindoc: end_epoch failed: {exc!r}")
 
-    def close(self, status: str = fmt.STATUS_FINISHED, reason: str | None = None) -> None:
-        """Write the last window, mark the run `status`, and remove every hook."""
+    def close(self, status: str = fmt.STATUS_FINISHED, reason: str | None = None, wait: bool = True) -> None:
+        """Write the last window, mark the run `status`, and remove every hook.
+
+        Never a collective: under DDP the ranks' last partial windows meet through the
+        process group's store, rank 0 waiting at most FINAL_WAIT_SECS (not at all with
+        `wait=False`, as from a signal handler or at exit)."""
         if self.closed:
             return
         try:
-            self._close_window()
+            collective = self.ranks.collective()  # a store lookup at most, never a collective
+            if self._window.has_data or collective:
+                part = self._window.close(deferrable=self._deferrable())
+                part, merged = self.ranks.gather_final(part, FINAL_WAIT_SECS if wait else 0.0)
+                if merged < self.ranks.world and collective and self._writer is not None:
+                    self._writer.meta["last_window_ranks"] = merged
+                self._emit_stats(part, fmt.LOSS_WINDOW, fmt.TRAIN_ACC)
         except Exception as exc:
             self._warn("close", f"traindoc: could not close the last window: {exc!r}")
         self.closed = True
-        for h in self._handles + list(self._pre_handles.values()):
-            h.remove()
-        self._handles, self._pre_handles = [], {}
+        self._hooks.remove()
         lifecycle.unregister(self)
         if self._writer is not None:
-            final = {"status": status, "end_time": time.time(), "steps": self.step, "epochs": self.epoch}
+            final = {"status": status, "end_time": time.time(), "steps": self.step, "epochs": self.epoch,
+                     "ranks": self.ranks.mode or "rank-local"}
             if reason:
                 final["end_reason"] = reason
             self._writer.close(final)
@@ -193,208 +220,51 @@ class Run:
         self.close(fmt.STATUS_CRASHED if exc_type else fmt.STATUS_FINISHED,
                    reason=None if exc_type is None else f"{exc_type.__name__}: {exc}")
 
-    # ---- hooks ----------------------------------------------------------------------
-    def _arm_pre_hook(self, index: int) -> None:
-        """Register the snapshot hook if the next step of optimizer `index` is sampled, else drop it."""
-        want = self._ratios is not None and self._ratios.sampled(index)
-        handle = self._pre_handles.get(index)
-        if want and handle is None:
-            self._pre_handles[index] = self.optimizers[index].register_step_pre_hook(self._make_pre_hook(index))
-        elif not want and handle is not None:
-            handle.remove()  # from the post hook: the pre-hook dict is not being iterated now
-            del self._pre_handles[index]
+    # ---- steps ----------------------------------------------------------------------
+    def _after_step(self, index: int, optimizer, skipped) -> None:
+        """After every real optimizer step (steps GradScaler skipped do not get here)."""
+        if index == 0:
+            self.step += 1
+            self._session_steps += 1
+            if isinstance(skipped, torch.Tensor):  # a GPU flag: counted there, read with the window
+                self._skipped_dev = skipped.float() if self._skipped_dev is None else self._skipped_dev + skipped
+        self._hparams.record(index, optimizer, self.step)
+        if index == 0:
+            n = self._session_steps
+            if self._offset == 1 and n % self.log_every == 0:
+                self._close_window(self.step)  # logged before step(): this step's losses are in
+            elif self._offset == 0 and n > 1 and (n - 1) % self.log_every == 0:
+                self._close_window(self.step - 1)  # logged after step(): the previous step's are in
 
-    def _make_pre_hook(self, index: int):
-        def pre_hook(optimizer, args, kwargs):
-            try:
-                self._ratios.before_step(index)
-            except Exception as exc:
-                self._warn("pre_hook:" + type(exc).__name__, f"traindoc: step hook failed: {exc!r}")
-        return pre_hook
+    def _on_ratios(self, keys: list, vec) -> None:
+        # NaN marks a sampled step that GradScaler skipped on a GPU: no ratio for it
+        self._defer(vec, lambda vals, keys=keys: [(k, v) for k, v in zip(keys, vals) if v == v])
 
-    def _make_post_hook(self, index: int):
-        def post_hook(optimizer, args, kwargs):
-            try:
-                if index == 0:
-                    self.step += 1
-                self._record_hparams(index, optimizer)
-                if self._ratios is not None:
-                    sampled = self._ratios.after_step(index)
-                    if sampled is not None:
-                        keys, vec = sampled
-                        self._defer(vec, lambda vals, keys=keys: list(zip(keys, vals)))
-                    self._arm_pre_hook(index)
-                if index == 0:
-                    if self._offset == 1 and self.step % self.log_every == 0:
-                        self._close_window(self.step)  # logged before step(): this step's losses are in
-                    elif self._offset == 0 and self.step > 1 and (self.step - 1) % self.log_every == 0:
-                        self._close_window(self.step - 1)  # logged after step(): the previous step's are in
-            except Exception as exc:
-                self._warn("post_hook:" + type(exc).__name__, f"traindoc: step hook failed: {exc!r}")
-        return post_hook
-
-    def _record_hparams(self, index: int, optimizer) -> None:
-        """LR, momentum and betas of every group, each written only when it changes."""
-        prefix = "" if index == 0 else f"opt{index}/"
-        last = self._last_hparams
-        now = None
-        for j, group in enumerate(optimizer.param_groups):
-            fast = (group.get("lr"), group.get("momentum"), group.get("betas"))
-            if not isinstance(fast[0], torch.Tensor) and last.get((index, j)) == fast:
-                continue  # nothing changed since the last step: the usual case
-            last[(index, j)] = fast
-            betas = fast[2]
-            values = (fast[0], fast[1], betas[0] if betas else None, betas[1] if betas else None)
-            for name, value in zip(_HPARAMS, values):
-                if value is None:
-                    continue
-                if isinstance(value, torch.Tensor):  # tensor LR (capturable/fused optimizers)
-                    if value.device.type == "cpu":
-                        value = float(value)
-                    elif self.step % self.log_every == 0:  # comparing on device would sync
-                        self._put_value(f"{name}{prefix}pg{j}", value, time.time())
-                        continue
-                    else:
-                        continue
-                key = (index, j, name)
-                if key in last and last[key] == value:
-                    continue
-                last[key] = value
-                now = now or time.time()
-                self._put_value(f"{name}{prefix}pg{j}", value, now)
-
-    # ---- windows --------------------------------------------------------------------
-    def _log_accuracy(self, output: torch.Tensor, target: torch.Tensor) -> None:
-        # Small outputs are kept by reference and scored in one batched op when the
-        # window closes (a handful of ops per window instead of three per step);
-        # large ones (LM logits) are scored now so that no window holds them.
-        n = output.numel()
-        if (self._stash_numel + n <= self.stash_limit and output.dim() == target.dim() + 1
-                and output.device.type in self.by_reference):
-            self._stash.append((output.detach(), target))
-            self._stash_numel += n
-        else:
-            self._score(output, target)
-
-    def _score(self, output: torch.Tensor, target: torch.Tensor) -> None:
-        """Score one batch now; the counts stay on the device."""
-        correct, total, masked = self._count_correct(output, target)
-        self._corrects.append(correct)
-        self._total += total
-        if masked is not None:
-            self._masked_totals.append(masked)
-
-    def _count_correct(self, output: torch.Tensor, target: torch.Tensor):
-        """(correct count as a device tensor, total as an int, masked total as a device tensor
-        or None) for one batch; argmax carries no graph."""
-        if output.dim() == target.dim() + 1 and not target.is_floating_point():
-            pred = output.argmax(-1)  # the common case: class logits and class indices
-            if self._num_classes is None:
-                self._note_classes(output.shape[-1])
-        elif target.is_floating_point() and target.shape == output.shape and output.shape[-1] > 1:
-            pred, target = output.argmax(-1), target.argmax(-1)  # soft or one-hot labels
-            self._note_classes(output.shape[-1])
-        else:  # one logit per sample: binary classification
-            pred = (output.reshape(target.shape) > 0).to(target.dtype)
-        if self.ignore_index is None:
-            return pred.eq(target).sum(), target.numel(), None
-        # pred never equals ignore_index, so only the denominator needs the mask
-        return pred.eq(target).sum(), 0, target.ne(self.ignore_index).sum()
-
-    def _score_stash(self, stash: list):
-        """Correct counts of stashed batches: one cat, one argmax and one compare for the
-        usual window of same-shaped batches, batch by batch otherwise."""
-        batches = stash
-        if len(stash) > 1:
-            try:
-                batches = [(torch.cat([o for o, _ in stash]), torch.cat([t for _, t in stash]))]
-            except RuntimeError:  # mixed class counts, devices or dtypes
-                pass
-        corrects, total, masked = [], 0, []
-        for out, tgt in batches:
-            c, n, m = self._count_correct(out, tgt)
-            corrects.append(c)
-            total += n
-            if m is not None:
-                masked.append(m)
-        return corrects, total, masked
-
-    def _note_classes(self, n: int) -> None:
-        if self._num_classes is None and n > 1:
-            self._num_classes = int(n)
-            if self._writer is not None and self._writer.meta.get("num_classes") is None:
-                self._writer.meta["num_classes"] = self._num_classes
-
-    def _take_window(self):
-        """Stats of the losses logged since the last take: a device vector, or, when training
-        on the CPU in one process, a `stats.Pending` that the writer thread computes."""
-        dev = self._device or torch.device("cpu")
-        parts = (self._losses, self._corrects, self._total, self._masked_totals, self._stash, dev)
-        numel = self._stash_numel
-        self._losses, self._corrects, self._total, self._masked_totals = [], [], 0, []
-        self._stash, self._stash_numel = [], 0
-        # Windows left to the writer keep their logits until it runs (up to flush_secs):
-        # at most stash_limit elements in all; past that, the training thread scores them.
-        if dev.type == "cpu" and self._world == 1 and self._writer is not None:
-            self._held = [(p, n) for p, n in self._held if not p.done]  # the writer's progress
-            if sum(n for _, n in self._held) + numel <= self.stash_limit:
-                pending = stats.Pending(lambda: self._window_stats(*parts))
-                self._held.append((pending, numel))
-                return pending
-        return self._window_stats(*parts)
-
-    def _window_stats(self, losses, corrects, total, masked, stash, dev) -> torch.Tensor:
-        if stash:
-            try:
-                c, n, m = self._score_stash(stash)
-                corrects, total, masked = corrects + c, total + n, masked + m
-            except Exception as exc:  # e.g. logits on an unexpected device: lose accuracy, keep loss
-                self._warn("accuracy:" + type(exc).__name__, f"traindoc: could not score accuracy: {exc!r}")
-                corrects, total, masked = [], 0, []
-        try:
-            return stats.summarize(losses, corrects, total, masked, dev)
-        except Exception as exc:
-            self._warn("window:" + type(exc).__name__, f"traindoc: dropped odd values from a window: {exc!r}")
-            return stats.summarize([t for t in losses if t.device == dev], [], 0, [], dev)
-
-    def _fold_into_epoch(self) -> None:
-        part = self._take_window()
-        self._window_carry.append(part)
-        self._epoch_parts.append(part)
-
-    def _close_window(self, step: int | None = None) -> None:
-        has_data = self._losses or self._corrects or self._stash or self._window_carry
-        if not has_data and self._world == 1:
+    def _close_window(self, step: int) -> None:
+        collective = self.ranks.collective()
+        if not self._window.has_data and not collective:
             return
-        part = self._take_window()
-        self._epoch_parts.append(part)
-        if len(self._epoch_parts) >= 64:
-            self._compact_epoch()
-        part = stats.merge_later(self._window_carry + [part])
-        self._window_carry = []
-        self._emit_stats(self._reduce(part), fmt.LOSS_WINDOW, fmt.TRAIN_ACC, step)
+        self._emit_stats(self._reduce(self._window.close(self._deferrable())), fmt.LOSS_WINDOW, fmt.TRAIN_ACC, step)
+        if self._skipped_dev is not None:
+            self._defer(self._skipped_dev.reshape(1), lambda vals: [("train/skipped_steps", vals[0])], step)
 
-    def _compact_epoch(self) -> None:
-        """Merge the epoch's finished window parts into one, so that a script that never
-        calls end_epoch() does not keep one part per window for the whole run."""
-        ready = [p for p in self._epoch_parts if not isinstance(p, stats.Pending) or p.done]
-        if len(ready) > 1:
-            waiting = [p for p in self._epoch_parts if isinstance(p, stats.Pending) and not p.done]
-            values = []
-            for p in ready:
-                try:
-                    values.append(stats.resolve(p))
-                except Exception as exc:  # a window the writer could not compute: the epoch loses it
-                    self._warn("epoch:" + type(exc).__name__, f"traindoc: an epoch lost a window: {exc!r}")
-            self._epoch_parts = ([stats.merge(values)] if values else []) + waiting
+    def _deferrable(self) -> bool:
+        """Window statistics may be left to the writer thread: a writer, and no collective."""
+        return self._writer is not None and not self.ranks.collective()
 
     def _reduce(self, v):
-        return stats.all_reduce(v) if self._world > 1 else v
+        return stats.all_reduce(stats.resolve(v)) if self.ranks.collective() else v
 
+    def _note_classes(self, n: int | None) -> None:
+        if n is not None and self._num_classes is None:
+            self._num_classes = n
+            if self._writer is not None and self._writer.meta.get("num_classes") is None:
+                self._writer.meta["num_classes"] = n
+
+    # ---- output ---------------------------------------------------------------------
     def _emit_stats(self, v, loss_prefix: str, acc_key: str, step: int | None = None) -> None:
         self._defer(v, lambda vals: stats.expand(vals, loss_prefix, acc_key), step)
 
-    # ---- output ---------------------------------------------------------------------
     def _log_values(self, values: Mapping[str, Any], step: int | None) -> None:
         if self.closed:
             return
@@ -415,7 +285,7 @@ class Run:
         else:
             self._put((key, step, now, float(value)))
 
-    def _defer(self, tensor: torch.Tensor, expand, step: int | None = None) -> None:
+    def _defer(self, tensor, expand, step: int | None = None) -> None:
         """Hand a device tensor to the writer without waiting for it."""
         if self._writer is None:
             return
@@ -442,17 +312,10 @@ class Run:
             self._writer.warn(kind, message)
         elif kind not in self._warned:
             self._warned.add(kind)
-            warnings.warn(message, RuntimeWarning, stacklevel=3)
-
-
-def _dist_rank() -> tuple[int, int]:
-    try:
-        import torch.distributed as dist
-        if dist.is_available() and dist.is_initialized():
-            return dist.get_rank(), dist.get_world_size()
-    except Exception:
-        pass
-    return 0, 1
+            try:
+                warnings.warn(message, RuntimeWarning, stacklevel=3)
+            except Exception:  # warnings turned into errors must not end training
+                pass
 
 
 def _param_names(model) -> dict[int, str]:
@@ -465,10 +328,3 @@ def _param_names(model) -> dict[int, str]:
                 n = n.split(".", 1)[1]
             names.setdefault(id(p), n)
     return names
-
-
-def _safe_name(name: str) -> str:
-    cleaned = _NAME_OK.sub("_", str(name)).strip("._")
-    if not cleaned:
-        raise ValueError(f"traindoc: run name {name!r} has no usable characters")
-    return cleaned

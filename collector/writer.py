@@ -53,8 +53,12 @@ class RunWriter:
     """Owns the run folder's files. Only this thread touches them after start."""
 
     def __init__(self, path: str, meta: dict, flush_secs: float = 1.0,
-                 max_pending: int = 200_000, retry_limit: int = 100_000):
+                 max_pending: int = 200_000, retry_limit: int = 100_000, keys: dict | None = None):
+        """`meta` must hold the run's `run_id` (32 hex digits); `keys` are the key ids a
+        resumed run already has on disk (new keys get the next ids)."""
         self.path = path
+        self.run_id = meta["run_id"]
+        self._run_id_bytes = bytes.fromhex(self.run_id)
         self.meta = meta
         self.flush_secs = flush_secs
         self.max_pending = max_pending
@@ -62,7 +66,7 @@ class RunWriter:
         self.stats = WriterStats()
         self._queue: collections.deque = collections.deque()
         self._retry: list = []  # packed records that failed to write
-        self._key_ids: dict[str, int] = {}
+        self._key_ids: dict[str, int] = dict(keys or {})
         self._new_keys: list[tuple[int, str]] = []
         self._segment = 0
         self._fd: int | None = None
@@ -72,6 +76,8 @@ class RunWriter:
         self._stop = False
         self._lock = threading.Lock()  # serialises flushes (thread vs close/signal)
         os.makedirs(path, exist_ok=True)
+        while os.path.exists(self._segment_path()):  # a resumed run: never append to an old segment
+            self._segment += 1
         self._write_meta()
         self._thread = threading.Thread(target=self._loop, name="traindoc-writer", daemon=True)
         self._thread.start()
@@ -146,8 +152,10 @@ class RunWriter:
         while q:
             item = q.popleft()
             try:
-                for key, step, wall, value in self._expand(item):
-                    out.append(fmt.pack_record(int(step), float(wall), float(value), self._key_id(key)))
+                rows = [(int(step), float(wall), float(value), self._key_id(key))
+                        for key, step, wall, value in self._expand(item)]
+                if rows:
+                    out.append(fmt.pack_records(rows))
             except Exception as exc:
                 self.warn("value:" + type(exc).__name__, f"traindoc: could not convert a value: {exc!r}")
         return out
@@ -176,7 +184,7 @@ class RunWriter:
             self._new_keys = sorted((i, k) for k, i in self._key_ids.items())  # folder was recreated
         if not self._new_keys:
             return
-        text = "".join(json.dumps({"id": i, "key": k}) + "\n" for i, k in self._new_keys)
+        text = "".join(json.dumps({"id": i, "key": k, "run": self.run_id}) + "\n" for i, k in self._new_keys)
         self._ensure_dir()
         with open(keys_path, "a", encoding="utf-8") as f:
             f.write(text)
@@ -192,7 +200,7 @@ class RunWriter:
             if n != len(data):
                 raise OSError(28, "short write")
             self._good_size += n
-            self.stats.written += len(packed)
+            self.stats.written += n // fmt.RECORD_SIZE
         except OSError as exc:
             self._recover_partial()
             self._keep_for_retry(packed)
@@ -200,10 +208,12 @@ class RunWriter:
 
     def _keep_for_retry(self, packed: list[bytes]) -> None:
         """Hold records that could not be written, up to a bound; count the rest."""
-        if len(packed) > self.retry_limit:
-            self.stats.dropped += len(packed) - self.retry_limit
-            packed = packed[-self.retry_limit:]
-        self._retry = packed
+        data = b"".join(packed)
+        n = len(data) // fmt.RECORD_SIZE
+        if n > self.retry_limit:
+            self.stats.dropped += n - self.retry_limit
+            data = data[-self.retry_limit * fmt.RECORD_SIZE:]
+        self._retry = [data] if data else []
 
     def _open_segment(self) -> int:
         if self._fd is not None and os.path.exists(self._segment_path()):
@@ -218,7 +228,7 @@ class RunWriter:
             self._segment += 1
             path = self._segment_path()
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-        header = fmt.header_bytes()
+        header = fmt.header_bytes(self._run_id_bytes)
         if os.write(fd, header) != len(header):
             os.close(fd)
             raise OSError(28, "short write of segment header")

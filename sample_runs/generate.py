@@ -27,7 +27,7 @@ import torch  # noqa: E402
 import torch.nn as nn  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
-import collector  # noqa: E402
+from traindoc import collector  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 

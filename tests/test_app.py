@@ -158,7 +158,7 @@ def test_tensorboard_run_in_root(runs_root):
 
 def test_lr_is_drawn_as_steps_held_to_the_end():
     """LRs are written on change: charts must draw steps that hold to the last step, not ramps."""
-    from app import charts
+    from traindoc.app import charts
     from traindoc.reader import read_run
 
     decayed = read_run(os.path.join(SAMPLES, "healthy-mlp-sgd"))  # 0.05, cut to 0.005 at step 2001

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+import time
 
 import pytest
 import torch
@@ -22,7 +23,7 @@ def _free_port() -> int:
 
 
 def _worker(rank, world, port, root):
-    import collector
+    from traindoc import collector
     from tests.conftest import blobs, mlp
 
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
@@ -72,3 +73,83 @@ def test_ddp_two_ranks_gloo(tmp_path):
     total_correct = sum(r["correct"] for r in per_rank)
     assert (s.get("train/acc") * 160).sum() == pytest.approx(total_correct)
     assert "update_ratio/0.weight" in s.keys  # DDP's "module." prefix is dropped
+
+
+# ---- real scripts' patterns: master-only logging, nanoGPT's step -------------------------
+def _spawn(fn, args, timeout=180):
+    """mp.spawn with a deadline: a rank stuck in an unmatched collective fails the test
+    instead of hanging it."""
+    ctx = mp.start_processes(fn, args=args, nprocs=2, join=False, start_method="spawn")
+    deadline = time.monotonic() + timeout
+    while not ctx.join(timeout=1):
+        if time.monotonic() > deadline:
+            for p in ctx.processes:
+                p.kill()
+            pytest.fail("a rank hung (an unmatched collective?)")
+
+
+def _nanogpt_worker(rank, world, port, root, pattern, impl):
+    """nanoGPT's training step on gloo: gradient accumulation with the loss divided by its
+    steps and `require_backward_grad_sync` set on the last micro-step only, bf16 autocast,
+    GradScaler with unscale_ and clipping, a fused or foreach AdamW. The collector is
+    attached on rank 0 only (`if master_process:`) or on every rank."""
+    from traindoc import collector
+    from tests.conftest import blobs, mlp
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    master_process = rank == 0
+    x, y = blobs(n=4096, seed=rank)
+    model = torch.nn.parallel.DistributedDataParallel(mlp())
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3, **{impl: True})
+    scaler = torch.amp.GradScaler("cpu", init_scale=2.0 ** 8)
+    accum, iters, skip_at = 4, 20, (3, 11)
+    run = None
+    if master_process or pattern == "all":
+        run = collector.attach(model, opt, root=root, name=f"{pattern}-{impl}", log_every=5, ratio_every=5)
+    real_steps, b, first = 0, 0, None
+    for it in range(iters):
+        for micro in range(accum):
+            model.require_backward_grad_sync = micro == accum - 1
+            xb, yb = x[b * 16:(b + 1) * 16], y[b * 16:(b + 1) * 16]
+            b += 1
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                logits = model(xb)
+            loss = F.cross_entropy(logits.float(), yb) / accum
+            scaler.scale(loss).backward()
+            first = loss.item() * accum if first is None else first  # the test's own reading
+            if run is not None:
+                run.log_train(loss, output=logits, target=yb, divided_by=accum)
+        if it in skip_at:  # an overflow on every rank: GradScaler skips this step everywhere
+            next(model.parameters()).grad[0, 0] = float("inf")
+        scaler.unscale_(opt)
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        before = next(model.parameters()).detach().clone()
+        scaler.step(opt)
+        scaler.update()
+        real_steps += not torch.equal(before, next(model.parameters()).detach())
+        opt.zero_grad(set_to_none=True)
+    if run is not None:
+        run.close()
+    with open(os.path.join(root, f"done{rank}.json"), "w") as f:
+        json.dump({"real_steps": real_steps, "first": first}, f)
+    dist.destroy_process_group()
+    os._exit(0)  # see _worker
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("pattern,impl", [("master", "fused"), ("all", "foreach")])
+def test_nanogpt_pattern_finishes_with_the_right_steps(tmp_path, pattern, impl):
+    root = str(tmp_path)
+    _spawn(_nanogpt_worker, (2, _free_port(), root, pattern, impl))
+    done = [json.load(open(os.path.join(root, f"done{r}.json"))) for r in range(2)]
+    assert [d["real_steps"] for d in done] == [18, 18]  # both ranks trained to the end
+    s = read_run(os.path.join(root, f"{pattern}-{impl}"))
+    assert sorted(os.listdir(root)) == sorted([f"{pattern}-{impl}", "done0.json", "done1.json"])
+    assert s.meta["steps"] == 18 and s.meta["status"] == "finished"
+    ranks = 1 if pattern == "master" else 2
+    assert s.meta["ranks"] == ("rank-local" if pattern == "master" else "all-reduced")
+    assert s.get("train/loss/count").sum() == 20 * 4 * ranks  # every micro-batch of every attached rank
+    assert s.get("train/loss/first").iloc[0] == pytest.approx(done[0]["first"], rel=1e-5)  # undivided
+    assert list(s.get("update_ratio/0.weight").index) == [1, 5, 10, 15]
+    assert (s.get("update_ratio/0.weight") > 0).all()

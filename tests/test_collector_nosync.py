@@ -14,7 +14,7 @@ import threading
 import torch
 import torch.nn.functional as F
 
-import collector
+from traindoc import collector
 from tests.conftest import blobs, mlp
 
 COLLECTOR_DIR = os.path.dirname(os.path.abspath(collector.__file__)) + os.sep

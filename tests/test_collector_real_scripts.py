@@ -9,7 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-import collector
+from traindoc import collector
 from traindoc.reader import read_run
 from tests.conftest import blobs
 

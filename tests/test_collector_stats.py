@@ -8,7 +8,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-import collector
+from traindoc import collector
+from traindoc import format as fmt
 from traindoc.reader import read_run
 from tests.conftest import blobs, mlp
 
@@ -217,7 +218,7 @@ def test_metadata(root):
     assert m["config"] == {"lr": 0.1, "tags": ["a"]}
     assert m["num_params"] == sum(p.numel() for p in model.parameters())
     assert m["num_classes"] == 3 and m["device"] == "cpu" and m["torch_version"] == torch.__version__
-    assert m["schema_version"] == 1 and m["host"]
+    assert m["schema_version"] == fmt.SCHEMA_VERSION == 2 and m["host"] and len(m["run_id"]) == 32
 
 
 def test_exception_inside_context_marks_crashed(root):
@@ -269,17 +270,17 @@ def test_cpu_windows_are_computed_by_the_writer_within_the_logits_budget(root):
 
     model, opt = _tiny(lr=0.1)
     run = collector.attach(model, opt, root=root, name="held", log_every=1, ratio_every=0, flush_secs=60)
-    run.stash_limit = 100  # each step's logits are 8 x 3 = 24 elements: four windows fit
+    run._window.stash_limit = 100  # each step's logits are 8 x 3 = 24 elements: four windows fit
     threads = []
-    compute = run._window_stats
-    run._window_stats = lambda *a: (threads.append(threading.current_thread().name), compute(*a))[1]
+    compute = run._window._stats
+    run._window._stats = lambda *a: (threads.append(threading.current_thread().name), compute(*a))[1]
     losses, accs = [], []
     for _ in range(10):
         out, y, loss = _tiny_step(model, opt)
         run.log_train(loss, output=out, target=y)
         losses.append(loss.item())
         accs.append((out.argmax(-1) == y).float().mean().item())
-    assert sum(n for p, n in run._held if not p.done) <= 100
+    assert sum(n for p, n in run._window._held if not p.done) <= 100
     run.close()
     assert sorted(threads) == ["MainThread"] * 6 + ["traindoc-writer"] * 4  # 4 fit; the 6 others are scored at once
     s = read_run(run.path)
@@ -296,7 +297,7 @@ def test_epoch_parts_stay_few_without_end_epoch(root):
         _, _, loss = _tiny_step(model, opt)
         run.log_train(loss)
         losses.append(loss.item())
-    assert len(run._epoch_parts) < 80
+    assert len(run._window.epoch_parts) < 80
     run.end_epoch()  # the one epoch still holds every loss
     run.close()
     s = read_run(run.path)
@@ -315,7 +316,7 @@ def test_static_output_buffers_are_copied_where_not_kept_by_reference(root):
     behave so, and a loop that reuses static buffers must still get every step's values."""
     model, opt = _tiny(lr=0.5)
     run = collector.attach(model, opt, root=root, name="static", log_every=5, ratio_every=0)
-    run.by_reference = ()  # what a CUDA device gets
+    run._window.by_reference = ()  # what a CUDA device gets
     static_loss, static_out, static_y, static_acc = torch.zeros(()), torch.zeros(8, 3), torch.zeros(8).long(), torch.zeros(())
     losses, accs = [], []
     for _ in range(10):

@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -20,7 +21,7 @@ import generate  # noqa: E402  (the sample runs' data sets and models)
 
 def test_collector_imports_without_the_extras():
     code = ("import sys; [sys.modules.__setitem__(m, None) for m in ('lightning', 'pytorch_lightning', "
-            "'transformers', 'accelerate')]; import collector; print(collector.attach.__name__)")
+            "'transformers', 'accelerate')]; from traindoc import collector; print(collector.attach.__name__)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "attach"
@@ -30,7 +31,7 @@ def test_collector_imports_without_the_extras():
 def lightning_fit(root, name, lr, decay_epoch=None, epochs=10):
     import lightning as L
 
-    import collector.lightning
+    import traindoc.collector.lightning
 
     class Module(L.LightningModule):
         def __init__(self, lr, momentum=0.9, decay_epoch=None):
@@ -63,7 +64,7 @@ def lightning_fit(root, name, lr, decay_epoch=None, epochs=10):
     def loader(x, y, shuffle):
         return torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, y), batch_size=32, shuffle=shuffle,
                                            generator=torch.Generator().manual_seed(1) if shuffle else None)
-    trainer = L.Trainer(max_epochs=epochs, callbacks=[collector.lightning.Collector(root=root, name=name)],
+    trainer = L.Trainer(max_epochs=epochs, callbacks=[traindoc.collector.lightning.Collector(root=root, name=name)],
                         logger=False, enable_checkpointing=False, enable_progress_bar=False,
                         enable_model_summary=False, accelerator="cpu")
     trainer.fit(Module(lr, decay_epoch=decay_epoch), loader(xt, yt, True), loader(xv, yv, False))
@@ -97,10 +98,10 @@ def test_lightning_ten_times_the_lr_is_too_high(tmp_path):
 
 
 def test_lightning_rejects_a_bad_root():
-    import collector.lightning
+    import traindoc.collector.lightning
 
     with pytest.raises(ValueError, match="root"):
-        collector.lightning.Collector(root="")
+        traindoc.collector.lightning.Collector(root="")
 
 
 # ---- Hugging Face Trainer -------------------------------------------------------------
@@ -127,7 +128,7 @@ class MarkerCounts(torch.utils.data.Dataset):
 def hf_train(root, name, lr):
     from transformers import BertConfig, BertForSequenceClassification, Trainer, TrainingArguments
 
-    import collector.hf
+    import traindoc.collector.hf
 
     torch.manual_seed(0)
     config = BertConfig(vocab_size=64, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
@@ -140,7 +141,7 @@ def hf_train(root, name, lr):
         return {"accuracy": float((p.predictions.argmax(-1) == p.label_ids).mean())}
     trainer = Trainer(model=BertForSequenceClassification(config), args=args, train_dataset=MarkerCounts(1600, 0),
                       eval_dataset=MarkerCounts(400, 1), compute_metrics=accuracy,
-                      callbacks=[collector.hf.Collector(root=root, name=name, log_every=10)])
+                      callbacks=[traindoc.collector.hf.Collector(root=root, name=name, log_every=10)])
     trainer.train()
     return os.path.join(root, name)
 
@@ -182,7 +183,7 @@ def test_third_party_loop_gradient_accumulation(tmp_path):
     is 4x the per-batch mean; traindoc records the per-batch values.)"""
     from transformers import BertConfig, BertForSequenceClassification, Trainer, TrainingArguments
 
-    import collector.hf
+    import traindoc.collector.hf
 
     torch.manual_seed(0)
     torch.set_num_threads(2)
@@ -195,7 +196,7 @@ def test_third_party_loop_gradient_accumulation(tmp_path):
                              per_device_train_batch_size=8, gradient_accumulation_steps=4, logging_steps=10,
                              report_to=[], save_strategy="no", use_cpu=True, seed=0, disable_tqdm=True)
     trainer = Trainer(model=model, args=args, train_dataset=MarkerCounts(1600, 0),
-                      callbacks=[collector.hf.Collector(root=str(tmp_path), name="accum", log_every=10)])
+                      callbacks=[traindoc.collector.hf.Collector(root=str(tmp_path), name="accum", log_every=10)])
     trainer.train()
     s = read_run(str(tmp_path / "accum"))
     assert s.meta["steps"] == 40  # optimizer steps, not micro-batches
@@ -215,7 +216,7 @@ def test_lightning_ddp_two_processes_rank_zero_writes(tmp_path):
 import gc, os, sys
 sys.path.insert(0, {ROOT!r}); sys.path.insert(0, {os.path.join(ROOT, "sample_runs")!r})
 import torch, torch.nn.functional as F, lightning as L
-import collector.lightning, generate
+import traindoc.collector.lightning, generate
 
 class Module(L.LightningModule):
     def __init__(self):
@@ -245,7 +246,7 @@ if __name__ == "__main__":
     data = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, y), batch_size=32)
     trainer = L.Trainer(max_epochs=2, accelerator="cpu", devices=2, strategy="ddp_spawn", logger=False,
                         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-                        callbacks=[ReleaseGroup(), collector.lightning.Collector(root={str(tmp_path)!r}, name="ddp", log_every=4)])
+                        callbacks=[ReleaseGroup(), traindoc.collector.lightning.Collector(root={str(tmp_path)!r}, name="ddp", log_every=4)])
     trainer.fit(Module(), data)
 """
     path = tmp_path / "fit_ddp.py"  # spawned ranks re-import __main__, so it must be a file
@@ -256,3 +257,126 @@ if __name__ == "__main__":
     s = read_run(str(tmp_path / "ddp"))
     assert s.meta["world_size"] == 2 and s.meta["steps"] == 16  # 512 samples / 32 / 2 ranks x 2 epochs
     assert (s.get("train/loss/count") == 8).all()  # each window: 4 steps x 2 ranks
+
+
+# ---- gradient accumulation in both frameworks, against the loss each one reports -------------
+@pytest.mark.slow
+def test_lightning_accumulation_records_undivided_losses(tmp_path):
+    """accumulate_grad_batches=4 divides the loss Lightning hands to callbacks by 4; the run
+    must hold the losses training_step returned (read with .item() in the test)."""
+    import lightning as L
+
+    import traindoc.collector.lightning
+
+    truth = []
+
+    class Module(L.LightningModule):
+        def __init__(self):
+            super().__init__()
+            torch.manual_seed(0)
+            self.net = generate.mlp(32)
+
+        def training_step(self, batch, _):
+            x, y = batch
+            loss = F.cross_entropy(self.net(x), y)
+            truth.append(loss.item())
+            return loss
+
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), lr=0.05)
+
+    torch.set_num_threads(1)
+    (x, y), _ = generate.cluster_data(1024)
+    data = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, y), batch_size=16)
+    trainer = L.Trainer(max_epochs=1, accumulate_grad_batches=4, accelerator="cpu", logger=False,
+                        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+                        callbacks=[traindoc.collector.lightning.Collector(root=str(tmp_path), name="acc",
+                                                                          log_every=4)])
+    trainer.fit(Module(), data)
+    s = read_run(str(tmp_path / "acc"))
+    assert s.meta["steps"] == 16 and len(truth) == 64
+    mean = s.get("train/loss/mean")
+    for k, step in enumerate(mean.index):
+        window = torch.tensor(truth[16 * k:16 * (k + 1)], dtype=torch.float64)
+        assert mean[step] == pytest.approx(window.mean().item(), rel=1e-5)
+    assert s.get("train/loss/first").iloc[0] == pytest.approx(truth[0], rel=1e-5)
+    (report,) = diagnose_path(str(tmp_path / "acc"))
+    assert "initial_loss" not in {f.rule for f in report.findings}
+
+
+class Tokens(torch.utils.data.Dataset):
+    """Fixed-length token sequences with a learnable pattern (each token predicts the next)."""
+
+    def __init__(self, n, vocab=64, length=16, seed=0):
+        g = torch.Generator().manual_seed(seed)
+        start = torch.randint(0, vocab, (n, 1), generator=g)
+        self.x = (start + torch.arange(length) * 3) % vocab
+
+    def __len__(self):
+        return len(self.x)
+
+    def __getitem__(self, i):
+        return {"input_ids": self.x[i], "labels": self.x[i]}
+
+
+@pytest.mark.slow
+def test_hf_causal_lm_accumulation_matches_the_trainers_loss(tmp_path):
+    """A tiny GPT-2 under 4-step accumulation: the Trainer divides each forward's loss by the
+    tokens of the whole accumulated batch (num_items_in_batch). The run must hold each
+    micro-batch's own mean token loss (computed independently in the test from the logits),
+    agree with the loss the Trainer logs, and take the vocabulary as the classes."""
+    from transformers import GPT2Config, GPT2LMHeadModel, Trainer, TrainingArguments
+
+    import traindoc.collector.hf
+
+    torch.manual_seed(0)
+    torch.set_num_threads(2)
+    config = GPT2Config(vocab_size=64, n_positions=32, n_embd=32, n_layer=2, n_head=2)
+    model = GPT2LMHeadModel(config)
+    truth = []
+
+    def plain_mean(module, args, kwargs, out):
+        if module.training:
+            logits, labels = out.logits.detach(), kwargs["labels"]
+            truth.append(F.cross_entropy(logits[:, :-1].reshape(-1, 64), labels[:, 1:].reshape(-1)).item())
+    model.register_forward_hook(plain_mean, with_kwargs=True)
+    args = TrainingArguments(output_dir=str(tmp_path / "out"), max_steps=20, learning_rate=3e-3,
+                             per_device_train_batch_size=4, gradient_accumulation_steps=4, logging_steps=5,
+                             report_to=[], save_strategy="no", use_cpu=True, seed=0, disable_tqdm=True)
+    trainer = Trainer(model=model, args=args, train_dataset=Tokens(640),
+                      callbacks=[traindoc.collector.hf.Collector(root=str(tmp_path), name="lm", log_every=5,
+                                                                 num_classes=64)])
+    trainer.train()
+    logged = {h["step"]: h["loss"] for h in trainer.state.log_history if "loss" in h}
+    s = read_run(str(tmp_path / "lm"))
+    mean = s.get("train/loss/mean")
+    assert list(mean.index) == [5, 10, 15, 20] == sorted(logged) and len(truth) == 80
+    # transformers 5.23 counts all 16 labels of a row in num_items_in_batch when the model's
+    # `loss_type` is unset (GPT-2 here), while the shifted loss uses 15: its logged loss is
+    # 15/16 of the mean token loss. traindoc counts the tokens the loss really used.
+    for k, step in enumerate(mean.index):
+        window = torch.tensor(truth[20 * k:20 * (k + 1)], dtype=torch.float64)
+        assert mean[step] == pytest.approx(window.mean().item(), rel=1e-5)
+        assert logged[step] == pytest.approx(mean[step] * 15 / 16, rel=2e-3)
+    assert s.meta["num_classes"] == 64
+    assert s.get("train/loss/first").iloc[0] == pytest.approx(np.log(64), rel=0.1)
+    assert s.get("train/acc").between(0, 1).all()
+    (report,) = diagnose_path(str(tmp_path / "lm"))
+    assert "initial_loss" not in {f.rule for f in report.findings}
+
+
+def test_hf_collector_does_not_take_num_labels_as_classes(tmp_path):
+    """config.num_labels is 2 for every model that does not classify; the class count must come
+    from the logits (here the vocabulary), and passing num_classes= must not end training."""
+    from transformers import GPT2Config, GPT2LMHeadModel, Trainer, TrainingArguments
+
+    import traindoc.collector.hf
+
+    torch.manual_seed(0)
+    config = GPT2Config(vocab_size=48, n_positions=32, n_embd=16, n_layer=1, n_head=2)
+    assert config.num_labels == 2
+    args = TrainingArguments(output_dir=str(tmp_path / "out"), max_steps=3, per_device_train_batch_size=2,
+                             report_to=[], save_strategy="no", use_cpu=True, disable_tqdm=True)
+    Trainer(model=GPT2LMHeadModel(config), args=args, train_dataset=Tokens(12, vocab=48),
+            callbacks=[traindoc.collector.hf.Collector(root=str(tmp_path), name="lm")]).train()
+    assert read_run(str(tmp_path / "lm")).meta["num_classes"] == 48

@@ -15,8 +15,9 @@ import warnings
 import pytest
 import torch
 
-import collector
-from collector import writer as writer_mod
+from traindoc import collector
+from traindoc import format as fmt
+from traindoc.collector import writer as writer_mod
 from traindoc.reader import read_run
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -72,7 +73,7 @@ def _newer_schema_run(tmp_path):
     newer = tmp_path / "newer"
     shutil.copytree(os.path.join(SAMPLES, "healthy-cnn-sgd"), newer)
     meta = json.loads((newer / "meta.json").read_text())
-    meta["schema_version"] = 2
+    meta["schema_version"] = fmt.SCHEMA_VERSION + 1
     (newer / "meta.json").write_text(json.dumps(meta))
     return str(newer)
 

@@ -111,7 +111,7 @@ def test_corrupt_record_skipped_and_counted(root):
 
 def test_round_trip_values_exact(root):
     import torch
-    import collector
+    from traindoc import collector
 
     model = torch.nn.Linear(2, 2)
     opt = torch.optim.SGD(model.parameters(), lr=0.1)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from app.thin import ema, minmax_indices, thin
+from traindoc.app.thin import ema, minmax_indices, thin
 
 
 def test_thin_keeps_spikes_and_ends():

@@ -13,7 +13,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
-import collector  # noqa: E402
+from traindoc import collector  # noqa: E402
 from tests.conftest import blobs, mlp  # noqa: E402
 
 

@@ -8,9 +8,11 @@ must not need pandas) and the reader (which has pandas but must not need torch).
 from __future__ import annotations
 
 import struct
+import zlib
 
 #: Bumped when a reader of the previous version could misread a new run.
-SCHEMA_VERSION = 1
+#: 2: CRC-32 record checks, a run id in every segment header and key line.
+SCHEMA_VERSION = 2
 
 META_FILE = "meta.json"
 KEYS_FILE = "keys.jsonl"
@@ -19,13 +21,18 @@ SEGMENT_GLOB = "scalars-*.bin"
 SEGMENT_PATTERN = "scalars-{:04d}.bin"
 
 MAGIC = b"TDSCALAR"
-#: magic, schema version (u32), record size (u32)
+#: magic, schema version (u32), record size (u32): the start of every segment
 HEADER = struct.Struct("<8sII")
+HEADER_SIZE = HEADER.size  # 16: all of a version-1 header
+#: version 2 follows with the run id (16 bytes, a UUID)
+RUN_ID_SIZE = 16
+HEADER_V2_SIZE = HEADER_SIZE + RUN_ID_SIZE  # 32
 #: step (i64), wall time in unix seconds (f64), value (f64), key id (u32), check (u32)
 RECORD = struct.Struct("<qddII")
 RECORD_SIZE = RECORD.size  # 32
-HEADER_SIZE = HEADER.size  # 16
-#: Salt for the per-record check word, so that a run of zero bytes is not valid.
+CHECKED = RECORD_SIZE - 4  # the bytes the check word covers
+#: Start value of the CRC (version 2) and salt of the parity (version 1), so that a
+#: record of zero bytes is not valid.
 CHECK_SALT = 0x7D0C5EED
 
 STATUS_RUNNING = "running"
@@ -53,23 +60,43 @@ CUSTOM_PREFIX = "custom/"
 WINDOW_STATS = ("mean", "var", "min", "max", "count", "nonfinite")
 
 
-def header_bytes() -> bytes:
-    """The 16 bytes every segment file starts with."""
-    return HEADER.pack(MAGIC, SCHEMA_VERSION, RECORD_SIZE)
+def header_bytes(run_id: bytes) -> bytes:
+    """The 32 bytes a version-2 segment starts with: magic, version, record size, run id."""
+    if len(run_id) != RUN_ID_SIZE:
+        raise ValueError(f"run id must be {RUN_ID_SIZE} bytes, got {len(run_id)}")
+    return HEADER.pack(MAGIC, SCHEMA_VERSION, RECORD_SIZE) + run_id
 
 
-def check_word(step: int, wall: float, value: float, key_id: int) -> int:
-    """XOR of the record's first seven little-endian u32 words, salted."""
-    words = struct.unpack("<7I", struct.pack("<qddI", step, wall, value, key_id))
+def check_word(body: bytes) -> int:
+    """Version 2: CRC-32 (zlib's polynomial) of the record's first 28 bytes, started at the salt.
+    Any one- or two-bit flip, and any burst of up to 32 bits, changes it."""
+    return zlib.crc32(body, CHECK_SALT)
+
+
+def parity_word(body: bytes) -> int:
+    """Version 1: XOR of the record's first seven little-endian u32 words, salted (kept so
+    that old runs stay readable; two equal flips cancel out, hence version 2)."""
     acc = CHECK_SALT
-    for w in words:
+    for w in struct.unpack("<7I", body):
         acc ^= w
     return acc
 
 
 def pack_record(step: int, wall: float, value: float, key_id: int) -> bytes:
-    """One 32-byte record, check word included."""
-    return RECORD.pack(step, wall, value, key_id, check_word(step, wall, value, key_id))
+    """One 32-byte version-2 record, check word included."""
+    body = struct.pack("<qddI", step, wall, value, key_id)
+    return body + struct.pack("<I", check_word(body))
+
+
+def pack_records(records) -> bytes:
+    """Many (step, wall, value, key id) records at once, as the writer flushes them."""
+    out = bytearray()
+    pack, crc = struct.Struct("<qddI").pack, zlib.crc32
+    for step, wall, value, key_id in records:
+        body = pack(step, wall, value, key_id)
+        out += body
+        out += crc(body, CHECK_SALT).to_bytes(4, "little")
+    return bytes(out)
 
 
 def segment_name(index: int) -> str:

@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 from . import format as fmt
+from .crc import crc32_rows
 
 RECORD_DTYPE = np.dtype([("step", "<i8"), ("wall", "<f8"), ("value", "<f8"), ("key", "<u4"), ("check", "<u4")])
 assert RECORD_DTYPE.itemsize == fmt.RECORD_SIZE
@@ -34,6 +35,8 @@ def is_run_dir(path: str) -> bool:
 class _Segment:
     path: str
     offset: int = 0  # bytes consumed so far, header included
+    version: int = 0
+    foreign: bool = False  # written by another run (its header names another run id)
 
 
 @dataclass
@@ -44,6 +47,7 @@ class RunReader:
     meta: dict = field(default_factory=dict)
     keys: dict = field(default_factory=dict)  # id -> name
     corrupt_records: int = 0
+    foreign_records: int = 0  # from another run id: never returned
     _segments: dict = field(default_factory=dict)
     _keys_offset: int = 0
     _chunks: list = field(default_factory=list)
@@ -116,27 +120,25 @@ class RunReader:
         except OSError:
             return
         end = data.rfind(b"\n") + 1  # a line without its newline is not finished yet
+        run_id = self.meta.get("run_id")
         for line in data[:end].splitlines():
             try:
                 obj = json.loads(line.decode("utf-8"))
-                self.keys[int(obj["id"])] = str(obj["key"])
+                kid, key = int(obj["id"]), str(obj["key"])
             except (ValueError, KeyError, TypeError, UnicodeDecodeError):
                 self.corrupt_records += 1
+                continue
+            if run_id is not None and obj.get("run") != run_id:
+                self.foreign_records += 1  # a key line of another run that used this folder
+                continue
+            self.keys[kid] = key
         self._keys_offset += end
 
     def _read_segment(self, seg: _Segment):
         try:
             with open(seg.path, "rb") as f:
-                if seg.offset == 0:
-                    head = f.read(fmt.HEADER_SIZE)
-                    if len(head) < fmt.HEADER_SIZE:
-                        return None  # header not written yet
-                    magic, version, size = fmt.HEADER.unpack(head)
-                    if magic != fmt.MAGIC or size != fmt.RECORD_SIZE:
-                        raise RunFormatError(f"{seg.path}: not a traindoc scalar segment")
-                    if version > fmt.SCHEMA_VERSION:
-                        raise RunFormatError(f"{seg.path}: schema version {version} is newer than this traindoc")
-                    seg.offset = fmt.HEADER_SIZE
+                if seg.offset == 0 and not self._read_header(seg, f):
+                    return None  # header not written yet
                 f.seek(seg.offset)
                 data = f.read()
         except OSError:
@@ -145,12 +147,35 @@ class RunReader:
         if n == 0:
             return None
         seg.offset += n * fmt.RECORD_SIZE
+        if seg.foreign:
+            self.foreign_records += n
+            return None
         arr = np.frombuffer(data, dtype=RECORD_DTYPE, count=n)
-        good = _check_ok(data, n)
+        good = _check_ok(data, n, seg.version)
         if not good.all():
             self.corrupt_records += int((~good).sum())
             arr = arr[good]
         return arr
+
+    def _read_header(self, seg: _Segment, f) -> bool:
+        head = f.read(fmt.HEADER_V2_SIZE)
+        if len(head) < fmt.HEADER_SIZE:
+            return False
+        magic, version, size = fmt.HEADER.unpack(head[:fmt.HEADER_SIZE])
+        if magic != fmt.MAGIC or size != fmt.RECORD_SIZE:
+            raise RunFormatError(f"{seg.path}: not a traindoc scalar segment")
+        if version > fmt.SCHEMA_VERSION:
+            raise RunFormatError(f"{seg.path}: schema version {version} is newer than this traindoc")
+        if version >= 2:
+            if len(head) < fmt.HEADER_V2_SIZE:
+                return False
+            run_id = self.meta.get("run_id")
+            seg.foreign = run_id is not None and head[fmt.HEADER_SIZE:].hex() != run_id
+            seg.offset = fmt.HEADER_V2_SIZE
+        else:
+            seg.offset = fmt.HEADER_SIZE
+        seg.version = version
+        return True
 
     # ---- results --------------------------------------------------------------------
     @property
@@ -182,13 +207,20 @@ class RunReader:
     @property
     def problems(self) -> list[str]:
         """One line about what could not be read, if anything."""
-        return [f"{self.corrupt_records} corrupt record(s) skipped"] if self.corrupt_records else []
+        out = [f"{self.corrupt_records} corrupt record(s) skipped"] if self.corrupt_records else []
+        if self.foreign_records:
+            out.append(f"{self.foreign_records} record(s) of another run in this folder ignored")
+        return out
 
 
-def _check_ok(data: bytes, n: int) -> np.ndarray:
-    words = np.frombuffer(data, dtype="<u4", count=n * 8).reshape(n, 8)
-    acc = np.bitwise_xor.reduce(words[:, :7], axis=1) ^ np.uint32(fmt.CHECK_SALT)
-    return acc == words[:, 7]
+def _check_ok(data: bytes, n: int, version: int) -> np.ndarray:
+    """Which of `n` records pass their check: CRC-32 from version 2, salted parity before."""
+    raw = np.frombuffer(data, dtype=np.uint8, count=n * fmt.RECORD_SIZE).reshape(n, fmt.RECORD_SIZE)
+    stored = raw[:, fmt.CHECKED:].copy().view("<u4").reshape(n)
+    if version >= 2:
+        return crc32_rows(raw[:, :fmt.CHECKED], fmt.CHECK_SALT) == stored
+    words = raw[:, :fmt.CHECKED].copy().view("<u4").reshape(n, 7)
+    return (np.bitwise_xor.reduce(words, axis=1) ^ np.uint32(fmt.CHECK_SALT)) == stored
 
 
 @dataclass

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import ipaddress
 import os
 import signal
@@ -12,7 +13,7 @@ import time
 import urllib.request
 import webbrowser
 
-APP = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "app", "main.py")
+APP = os.path.join(os.path.dirname(importlib.util.find_spec("traindoc.app").origin), "main.py")
 
 
 def is_loopback(host: str) -> bool:

@@ -1,5 +1,5 @@
 """The compare page (logic in app/views/compare_page.py)."""
 
-from app.views.compare_page import render
+from traindoc.app.views.compare_page import render
 
 render()

@@ -1,5 +1,5 @@
 """The run page (logic in app/views/run_page.py)."""
 
-from app.views.run_page import render
+from traindoc.app.views.run_page import render
 
 render()

@@ -1,5 +1,5 @@
 """The runs page (logic in app/views/runs_page.py)."""
 
-from app.views.runs_page import render
+from traindoc.app.views.runs_page import render
 
 render()

@@ -127,7 +127,7 @@ def test_100mb_of_garbage_bounded(tmp_path):
     run.mkdir()
     (run / fmt.META_FILE).write_text('{"schema_version": 1, "name": "junk", "status": "running"}')
     (run / fmt.KEYS_FILE).write_text('{"id": 0, "key": "x"}\n')
-    (run / fmt.segment_name(0)).write_bytes(fmt.header_bytes() + garbage)
+    (run / fmt.segment_name(0)).write_bytes(fmt.header_bytes(bytes(16)) + garbage)
     tb = tmp_path / "tb"
     tb.mkdir()
     (tb / "events.out.tfevents.0.junk").write_bytes(garbage)

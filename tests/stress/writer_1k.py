@@ -8,7 +8,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspa
 
 import torch  # noqa: E402
 
-import collector  # noqa: E402
+from traindoc import collector  # noqa: E402
 
 
 def main():
