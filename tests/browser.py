@@ -71,16 +71,18 @@ _DRAWN = ("() => [document.querySelectorAll('.js-plotly-plot').length, document.
           "'.js-plotly-plot g.trace, .js-plotly-plot .heatmaplayer image, .js-plotly-plot canvas').length]")
 
 
+def drawn_in(frame) -> tuple[int, int]:
+    """(plotly charts, drawn traces) in one frame; (0, 0) for a frame that is navigating or gone."""
+    try:
+        return tuple(frame.evaluate(_DRAWN))
+    except Exception:
+        return 0, 0
+
+
 def chart_counts(page) -> tuple[int, int]:
     """(plotly charts, drawn traces) over the page and its frames (live charts sit in a component frame)."""
-    charts = traces = 0
-    for frame in page.frames:
-        try:
-            c, t = frame.evaluate(_DRAWN)
-        except Exception:  # a frame that is navigating or gone
-            continue
-        charts, traces = charts + c, traces + t
-    return charts, traces
+    counts = [drawn_in(f) for f in page.frames]
+    return sum(c for c, _ in counts), sum(t for _, t in counts)
 
 
 def wait_for_charts(page, count: int, timeout_ms: int = 30000) -> None:

@@ -1,0 +1,132 @@
+"""The built wheel, installed for real (not editable) in a fresh virtual environment: one
+`traindoc` namespace, every file the app loads by path, and a live chart drawn in chromium."""
+
+from __future__ import annotations
+
+import glob
+import os
+import re
+import subprocess
+import sys
+import sysconfig
+import textwrap
+import time
+import urllib.request
+import zipfile
+
+import pytest
+
+from tests.browser import ROOT, chart_counts, drawn_in, free_port, launch, require_chromium
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+
+TRAIN = textwrap.dedent("""
+    import sys, time, torch, torch.nn.functional as F
+    import traindoc
+    from traindoc import collector
+    print(traindoc.__file__, flush=True)
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.ReLU(), torch.nn.Linear(16, 3))
+    opt = torch.optim.SGD(model.parameters(), lr=0.05)
+    run = collector.attach(model, opt, root=sys.argv[1], name="wheel-live", log_every=5, flush_secs=0.2)
+    x, y = torch.randn(4096, 8), torch.randint(0, 3, (4096,))
+    for i in range(100000):
+        b = (i * 32) % 4000
+        out = model(x[b:b + 32]); loss = F.cross_entropy(out, y[b:b + 32])
+        opt.zero_grad(); loss.backward(); opt.step()
+        run.log_train(loss, output=out, target=y[b:b + 32])
+        time.sleep(0.01)
+""")
+
+
+@pytest.fixture(scope="module")
+def installed(tmp_path_factory):
+    """The wheel built from this checkout, installed with pip into a fresh venv. Its
+    dependencies come from the test environment through a path entry, never its traindoc."""
+    tmp = tmp_path_factory.mktemp("wheel")
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation",
+                    "-w", str(tmp / "dist"), ROOT], check=True, capture_output=True)
+    (wheel,) = glob.glob(str(tmp / "dist" / "traindoc-*.whl"))
+    venv = tmp / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    py = str(venv / "bin" / "python")
+    subprocess.run([py, "-m", "pip", "install", "-q", "--no-deps", "--no-index", wheel], check=True,
+                   capture_output=True)
+    site = subprocess.run([py, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                          check=True, capture_output=True, text=True).stdout.strip()
+    with open(os.path.join(site, "zz_test_deps.pth"), "w") as f:
+        f.write(sysconfig.get_paths()["purelib"] + "\n")  # torch, streamlit, ... of the test venv
+    return wheel, venv, site
+
+
+def test_wheel_holds_one_namespace_and_the_app_files(installed):
+    wheel, _, _ = installed
+    names = zipfile.ZipFile(wheel).namelist()
+    top = {n.split("/")[0] for n in names if not n.split("/")[0].endswith(".dist-info")}
+    assert top == {"traindoc"}  # no top-level `app` or `collector` to collide with a user's own
+    for needed in ("traindoc/app/main.py", "traindoc/app/livechart/index.html", "traindoc/app/screens/run.py",
+                   "traindoc/collector/run.py", "traindoc/collector/lightning.py"):
+        assert needed in names, needed
+
+
+def test_installed_wheel_imports_from_its_own_site(installed, tmp_path):
+    _, venv, site = installed
+    code = ("import traindoc, traindoc.collector, traindoc.app.livechart as l, os; "
+            "print(traindoc.__file__); print(os.path.isfile(os.path.join(os.path.dirname(l.__file__), 'index.html')))")
+    out = subprocess.run([str(venv / "bin" / "python"), "-c", code], capture_output=True, text=True, cwd=tmp_path,
+                         env={k: v for k, v in os.environ.items() if k != "PYTHONPATH"}, check=True)
+    path, has_page = out.stdout.split()
+    assert path.startswith(site) and has_page == "True"
+
+
+def test_installed_wheel_serves_a_live_chart(installed, tmp_path):
+    """A run written live by the installed collector, served by the installed `traindoc serve`
+    (outside the checkout), draws its live chart in chromium."""
+    require_chromium()
+    from playwright.sync_api import sync_playwright
+
+    _, venv, site = installed
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    root = tmp_path / "runs"
+    root.mkdir()
+    script = tmp_path / "train.py"
+    script.write_text(TRAIN)
+    trainer = subprocess.Popen([str(venv / "bin" / "python"), str(script), str(root)], stdout=subprocess.PIPE,
+                               text=True, cwd=tmp_path, env=env)
+    port = free_port()
+    log = open(tmp_path / "serve.log", "w")
+    server = subprocess.Popen([str(venv / "bin" / "traindoc"), "serve", str(root), "--headless", "--port", str(port)],
+                              cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        assert trainer.stdout.readline().strip().startswith(site)  # the installed collector
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.time() + 60
+        while True:
+            try:
+                urllib.request.urlopen(url + "/_stcore/health", timeout=1)
+                break
+            except OSError:
+                assert time.time() < deadline and server.poll() is None, (tmp_path / "serve.log").read_text()[-2000:]
+                time.sleep(0.3)
+        with sync_playwright() as pw:
+            browser = launch(pw)
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            page.goto(url + "/run?run=wheel-live")
+            caption = page.get_by_text(re.compile(r"status live · step \d+"))
+            caption.wait_for(timeout=30000)
+            deadline = time.time() + 30
+            live = []
+            while time.time() < deadline and not live:
+                live = [f for f in page.frames if "livechart" in f.url and drawn_in(f)[1] > 0]
+                time.sleep(0.2)
+            page.screenshot(path=str(tmp_path / "wheel-live.png"), full_page=True)
+            assert live, [f.url for f in page.frames]  # the component's page was found and drew
+            charts, traces = chart_counts(page)
+            assert charts >= 2 and traces > 0
+            browser.close()
+    finally:
+        trainer.kill()
+        server.terminate()
+        server.wait(15)
+        trainer.wait()
+        log.close()
