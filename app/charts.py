@@ -14,7 +14,9 @@ import plotly.graph_objects as go
 
 from traindoc import format as fmt
 from traindoc.reader import RunSeries
-from traindoc.rules.curves import lr_cuts, rolling_curve, written_on_change
+from traindoc.rules.base import DEFAULT as THRESHOLDS
+from traindoc.rules.curves import lr_cuts, written_on_change
+from traindoc.windows import window_stats
 
 from .thin import ema, thin
 
@@ -79,9 +81,10 @@ def loss_frame(run: RunSeries) -> pd.DataFrame | None:
         return pd.DataFrame({"mean": m, "std": np.sqrt(var.clip(lower=0))})
     if run.has(fmt.LOSS_RAW):
         raw = run.get(fmt.LOSS_RAW)
-        c = rolling_curve(raw, target_windows=min(2000, max(1, len(raw) // 5)))
-        cnt = max(1, len(raw) // max(1, len(c)))
-        return pd.DataFrame({"mean": c.mean, "std": c.se * np.sqrt(cnt)}, index=pd.Index(c.steps, name="step"))
+        width = max(1, len(raw) // min(2000, max(1, len(raw) // 5)))
+        last, st = window_stats(raw.to_numpy(dtype=float), width)
+        return pd.DataFrame({"mean": st["mean"], "std": np.sqrt(st["var"])},
+                            index=pd.Index(raw.index.to_numpy()[last], name="step"))
     return None
 
 
@@ -167,7 +170,8 @@ def lr_figure(run: RunSeries, findings: list) -> go.Figure | None:
         lo_hi += [v for v in y if np.isfinite(v) and v > 0]
         fig.add_trace(go.Scatter(x=x, y=y, name=esc(key.removeprefix(fmt.LR_PREFIX) or key),
                                    line=dict(color=COLORS[i % len(COLORS)], shape="hv")))
-        for step, _, before, after in lr_cuts(run.get(key), last, 0.5, 0.05, written_on_change(run)):
+        for step, _, before, after in lr_cuts(run.get(key), last, THRESHOLDS.cut_factor, THRESHOLDS.cut_span_frac,
+                                              written_on_change(run)):
             fig.add_vline(x=step, line=dict(color="#555", dash="dash", width=1), annotation_position="bottom right",
                           annotation=dict(text=f"×{after / before:.3g}", font=dict(size=10)))
     if lo_hi:  # at least a decade either side, so a constant LR still reads clearly
@@ -176,16 +180,19 @@ def lr_figure(run: RunSeries, findings: list) -> go.Figure | None:
     return fig
 
 
-def ratio_figure(run: RunSeries, findings: list, band=(1e-3 / 30, 1e-3 * 30)) -> go.Figure | None:
-    """log10 update/weight ratio per layer over time, with the band around 1e-3 marked."""
+def ratio_figure(run: RunSeries, findings: list, band: tuple | None = None) -> go.Figure | None:
+    """log10 update/weight ratio per layer over time, with the update_ratio rule's band marked."""
+    if band is None:
+        band = (THRESHOLDS.ratio_center / THRESHOLDS.ratio_factor, THRESHOLDS.ratio_center * THRESHOLDS.ratio_factor)
     keys = [k for k in run.with_prefix(fmt.RATIO_PREFIX) if k != fmt.RATIO_GLOBAL]
     if not keys:
         return None
-    title = "Update ratio ‖ΔW‖/‖W‖ (log10); band around 1e-3 shaded"
+    center = np.log10(THRESHOLDS.ratio_center)
+    title = f"Update ratio ‖ΔW‖/‖W‖ (log10); band around {THRESHOLDS.ratio_center:g} shaded"
     if len(keys) <= 12:
         fig = _base(title, "log10 ratio", run.path + ":ratio")
         fig.add_hrect(y0=np.log10(band[0]), y1=np.log10(band[1]), fillcolor="rgba(44,160,44,0.10)", line_width=0)
-        fig.add_hline(y=-3, line=dict(color="#2ca02c", dash="dot"))
+        fig.add_hline(y=center, line=dict(color="#2ca02c", dash="dot"))
         for i, key in enumerate(keys + [fmt.RATIO_GLOBAL]):
             s = run.get(key)
             with np.errstate(divide="ignore"):
@@ -202,10 +209,10 @@ def ratio_figure(run: RunSeries, findings: list, band=(1e-3 / 30, 1e-3 * 30)) ->
             z = np.log10(frame.to_numpy(dtype=float).T)
         fig = _base(title, "layer", run.path + ":ratio")
         fig.add_trace(go.Heatmap(x=frame.index, y=[esc(c) for c in frame.columns],
-                                 z=np.where(np.isfinite(z), z, np.nan), zmid=-3,
+                                 z=np.where(np.isfinite(z), z, np.nan), zmid=center,
                                  zmin=np.log10(band[0]) - 1, zmax=np.log10(band[1]) + 1, colorscale="RdBu_r",
-                                 colorbar=dict(title="log10", tickvals=[np.log10(band[0]), -3, np.log10(band[1])],
-                                               ticktext=["band low", "1e-3", "band high"])))
+                                 colorbar=dict(title="log10", tickvals=[np.log10(band[0]), center, np.log10(band[1])],
+                                               ticktext=["band low", f"{THRESHOLDS.ratio_center:g}", "band high"])))
         fig.update_layout(height=max(330, 14 * len(keys) + 80))
     mark_findings(fig, findings, "ratio")
     return fig

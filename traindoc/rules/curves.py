@@ -9,6 +9,7 @@ import pandas as pd
 
 from traindoc import format as fmt
 from traindoc.reader import RunSeries
+from traindoc.windows import window_stats
 
 
 @dataclass
@@ -66,11 +67,8 @@ def rolling_curve(raw: pd.Series, target_windows: int = 100) -> Curve:
         resid = np.abs(np.diff(vals)) / np.sqrt(2) if n > 1 else np.array([np.nan])
         se = np.full(n, np.nanmedian(resid) if len(resid) else np.nan)
         return Curve(raw.index.to_numpy(), vals, se)
-    groups = np.arange(n) // width
-    df = pd.DataFrame({"g": groups, "v": raw.to_numpy(dtype=float), "s": raw.index.to_numpy()})
-    agg = df.groupby("g").agg(mean=("v", "mean"), var=("v", "var"), cnt=("v", "size"), step=("s", "max"))
-    se = np.sqrt(agg["var"].to_numpy() / agg["cnt"].to_numpy())
-    return Curve(agg["step"].to_numpy(), agg["mean"].to_numpy(), se)
+    last, st = window_stats(raw.to_numpy(dtype=float), width)
+    return Curve(raw.index.to_numpy()[last], st["mean"], np.sqrt(st["var"] / st["count"]))
 
 
 def noise(c: Curve) -> float:

@@ -19,6 +19,7 @@ import numpy as np
 
 from traindoc import format as fmt
 from traindoc.reader import RunFormatError, RunSeries
+from traindoc.windows import window_stats
 
 from .events import read_scalars
 from .mapping import load_overrides, map_tags
@@ -287,18 +288,14 @@ def _add_windows(data: dict) -> None:
         steps, values, walls = data[fmt.LOSS_RAW]
         w = max(1, len(steps) // 120)
         if w > 1:
-            n = len(steps) // w * w
-            v = values[:n].reshape(-1, w)
-            end = steps[w - 1:n:w]
-            stat = {"mean": v.mean(1), "var": v.var(1), "min": v.min(1), "max": v.max(1),
-                    "count": np.full(len(end), float(w)), "nonfinite": (~np.isfinite(v)).sum(1).astype(float)}
+            last, stat = window_stats(values, w)
             for k, arr in stat.items():
-                data[f"{fmt.LOSS_WINDOW}/{k}"] = (end, arr, walls[w - 1:n:w])
+                data[f"{fmt.LOSS_WINDOW}/{k}"] = (steps[last], arr, walls[last])
     if fmt.TRAIN_ACC in data and len(data[fmt.TRAIN_ACC][0]) > 240:
         steps, values, walls = data[fmt.TRAIN_ACC]
         w = len(steps) // 120
-        n = len(steps) // w * w
-        data[fmt.TRAIN_ACC] = (steps[w - 1:n:w], values[:n].reshape(-1, w).mean(1), walls[w - 1:n:w])
+        last, stat = window_stats(values, w)
+        data[fmt.TRAIN_ACC] = (steps[last], stat["mean"], walls[last])
 
 
 def read_tb_run(path: str) -> RunSeries:
