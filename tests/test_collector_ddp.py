@@ -153,3 +153,56 @@ def test_nanogpt_pattern_finishes_with_the_right_steps(tmp_path, pattern, impl):
     assert s.get("train/loss/first").iloc[0] == pytest.approx(done[0]["first"], rel=1e-5)  # undivided
     assert list(s.get("update_ratio/0.weight").index) == [1, 5, 10, 15]
     assert (s.get("update_ratio/0.weight") > 0).all()
+
+
+_SIGTERM_SCRIPT = """
+import os, signal, sys, time
+sys.path.insert(0, {root!r})
+import torch, torch.distributed as dist, torch.nn.functional as F
+from traindoc import collector
+from tests.conftest import blobs, mlp
+rank = int(sys.argv[1])
+dist.init_process_group("gloo", rank=rank, world_size=2, init_method="tcp://127.0.0.1:{port}")
+x, y = blobs(n=4096, seed=rank)
+model = torch.nn.parallel.DistributedDataParallel(mlp())
+opt = torch.optim.SGD(model.parameters(), lr=0.05)
+run = collector.attach(model, opt, root={runs!r}, name="term", log_every=5, ratio_every=0)
+for i in range(400):
+    out = model(x[i * 8:(i + 1) * 8]); loss = F.cross_entropy(out, y[i * 8:(i + 1) * 8])
+    opt.zero_grad(); loss.backward(); opt.step()
+    run.log_train(loss, output=out, target=y[i * 8:(i + 1) * 8])
+    if rank == 0 and i == 12:
+        print("terminating", flush=True)
+        os.kill(os.getpid(), signal.SIGTERM)  # as a scheduler would; rank 1 is mid-step
+    time.sleep(0.01)
+"""
+
+
+@pytest.mark.slow
+def test_sigterm_on_one_rank_issues_no_collective(tmp_path):
+    """Every rank attached, SIGTERM to rank 0 mid-run: its handler closes the run without a
+    collective (rank 1 would never match it), so rank 0 ends at once, its run marked."""
+    import subprocess
+    import sys
+
+    script = tmp_path / "term.py"
+    runs = tmp_path / "runs"
+    script.write_text(_SIGTERM_SCRIPT.format(root=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                                             port=_free_port(), runs=str(runs)))
+    procs = [subprocess.Popen([sys.executable, str(script), str(r)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True) for r in range(2)]
+    try:
+        assert procs[0].stdout.readline().strip() == "terminating"
+        t0 = time.monotonic()
+        code = procs[0].wait(timeout=30)
+        took = time.monotonic() - t0
+    finally:
+        for p in procs:
+            p.kill()
+            p.wait()
+    assert code == -15, procs[0].stderr.read()[-2000:]  # ended by the signal, as before traindoc
+    s = read_run(str(runs / "term"))
+    assert s.meta["status"] == "crashed" and s.meta["end_reason"] == "SIGTERM"
+    assert list(s.get("train/loss/mean").index)[:2] == [5, 10]
+    assert (s.get("train/loss/count").loc[[5, 10]] == 10).all()  # windows of both ranks before the signal
+    print(f"rank 0 ended {took:.2f} s after SIGTERM")
