@@ -16,7 +16,7 @@ import zipfile
 
 import pytest
 
-from tests.browser import ROOT, chart_counts, drawn_in, free_port, launch, require_chromium
+from tests.browser import ROOT, free_port, launch, require_chromium, wait_for_charts
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -114,15 +114,10 @@ def test_installed_wheel_serves_a_live_chart(installed, tmp_path):
             page.goto(url + "/run?run=wheel-live")
             caption = page.get_by_text(re.compile(r"status live · step \d+"))
             caption.wait_for(timeout=30000)
-            deadline = time.time() + 30
-            live = []
-            while time.time() < deadline and not live:
-                live = [f for f in page.frames if "livechart" in f.url and drawn_in(f)[1] > 0]
-                time.sleep(0.2)
+            wait_for_charts(page, 2)  # in a live page every chart is drawn by the live component
             page.screenshot(path=str(tmp_path / "wheel-live.png"), full_page=True)
-            assert live, [f.url for f in page.frames]  # the component's page was found and drew
-            charts, traces = chart_counts(page)
-            assert charts >= 2 and traces > 0
+            live = [f.url for f in page.frames if "livechart" in f.url]
+            assert len(live) >= 2, [f.url for f in page.frames]  # served from the installed package
             browser.close()
     finally:
         trainer.kill()
