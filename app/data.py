@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from traindoc import format as fmt
 from traindoc.diagnose import InputError, find_runs, open_reader
 from traindoc.reader import RunFormatError, RunSeries
-from traindoc.rules import run_rules
+from traindoc.rules import diagnose_run, series_found
 
 STALE_SECS = 60.0  # a running run that has not written (not even its heartbeat) for this long is stale
 
@@ -55,6 +55,8 @@ class Loaded:
     series: RunSeries | None = None
     findings: list | None = None
     error: str | None = None
+    skipped: list | None = None  # rules that could not run, and what they lacked
+    diagnosed: bool = False  # some curve rule ran: only then may the page say "no problems"
     records: int = 0
     problems: list | None = None  # parts of the input that could not be read
 
@@ -82,13 +84,21 @@ class RunStore:
                     result = last
                 else:
                     series = reader.series()
-                    result = Loaded(name, path, series, run_rules(series), records=reader.records,
-                                    problems=list(reader.problems))
+                    d = diagnose_run(series)
+                    result = Loaded(name, path, series, d.findings, records=reader.records,
+                                    problems=list(reader.problems), skipped=d.skipped, diagnosed=d.diagnosed)
             except (RunFormatError, OSError, ValueError) as exc:
                 result = Loaded(name, path, error=str(exc))
                 reader = None  # start over next time (the run may still be starting)
             self._readers[path] = (lock, reader, result)
             return result
+
+
+def not_diagnosed_text(ld: Loaded) -> str:
+    """Why a run was not diagnosed: what the curve rules lacked, and what the run has."""
+    lacks = list(dict.fromkeys(m for s in ld.skipped or [] for m in s["missing"]))
+    found = series_found(ld.series) if ld.series is not None else []
+    return f"missing {', '.join(lacks)}; found: {', '.join(found) or 'no series'}"
 
 
 def status_of(meta: dict, now: float | None = None) -> str:

@@ -170,3 +170,17 @@ def test_lr_is_drawn_as_steps_held_to_the_end():
     assert list(b.x) == [1, 1250] and b.y[0] == b.y[1] == pytest.approx(0.2)
     (run_trace,) = charts.lr_figure(decayed, []).data
     assert run_trace.line.shape == "hv" and list(run_trace.x) == [1, 2001, 3000]
+
+
+def test_undiagnosed_run_is_never_shown_as_healthy(runs_root):
+    from tests.test_cli import _unreadable_tb_run
+
+    _unreadable_tb_run(runs_root / "opaque")
+    at = app()
+    table = at.dataframe[0].value
+    row = table[table["run"] == "opaque"].iloc[0]
+    assert "not diagnosed" in row["findings"]
+    assert any("opaque" in plain(w.value) and "not diagnosed" in plain(w.value) for w in at.warning)
+    at = app("run", run="opaque")
+    assert not at.success  # no "No problems found"
+    assert any("Not diagnosed" in plain(w.value) and "missing train loss" in plain(w.value) for w in at.warning)

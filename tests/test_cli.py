@@ -69,3 +69,65 @@ def test_one_corrupt_run_does_not_stop_the_others(tmp_path):
     assert sorted(x["run"] for x in json.loads(r.stdout)["runs"]) == ["healthy-mlp-sgd", "overfit-mlp-adam"]
     errors = r.stderr.strip().splitlines()
     assert len(errors) == 2 and any("broken" in e for e in errors) and any("upgrade" in e for e in errors)
+
+
+# ---- silence is never health ----------------------------------------------------------
+def _unreadable_tb_run(folder):
+    """A diverging run whose tags say nothing traindoc can map (a loss under an opaque name)."""
+    from tensorboardX import SummaryWriter
+
+    w = SummaryWriter(str(folder))
+    for step in range(1, 200):
+        w.add_scalar("metric_a", 2.3 * 1.03 ** step, step)  # exploding, but nobody can tell it is a loss
+        w.add_scalar("metric_b", 0.1, step)
+    w.close()
+
+
+def _short_run(root):
+    """A collector run with three loss windows: too few points for any curve rule."""
+    import torch
+
+    from traindoc import collector
+
+    model = torch.nn.Linear(4, 3)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    run = collector.attach(model, opt, root=str(root), name="short", log_every=2, ratio_every=0)
+    for _ in range(6):
+        loss = model(torch.randn(8, 4)).pow(2).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        run.log_train(loss)
+    run.close()
+
+
+def test_a_run_no_curve_rule_could_judge_is_not_diagnosed(tmp_path):
+    _unreadable_tb_run(tmp_path / "opaque")
+    _short_run(tmp_path)
+    r = traindoc("diagnose", str(tmp_path), "--json")
+    assert r.returncode == 0, r.stderr
+    runs = {x["run"]: x for x in json.loads(r.stdout)["runs"]}
+    opaque, short = runs["opaque"], runs["short"]
+    assert opaque["diagnosed"] is False and short["diagnosed"] is False
+    assert {"custom/metric_a", "custom/metric_b"} <= set(opaque["found"])
+    skipped = {s["rule"]: s["missing"] for s in opaque["skipped"]}
+    assert skipped["lr_too_high"] == ["train loss"] and "validation accuracy" in skipped["underfitting"]
+    assert {s["rule"]: s["missing"] for s in short["skipped"]}["lr_too_low"] == ["train loss with 8+ points (has 3)"]
+    table = traindoc("diagnose", str(tmp_path))
+    assert "no problems found" not in table.stdout
+    assert table.stdout.count("not diagnosed") == 2 and "missing train loss" in table.stdout
+
+
+@pytest.mark.parametrize("extra,code", [((), 1), (("--allow-undiagnosed",), 0)])
+def test_fail_on_fails_on_an_undiagnosed_run(tmp_path, extra, code):
+    _unreadable_tb_run(tmp_path / "opaque")
+    r = traindoc("diagnose", str(tmp_path), "--fail-on", "error", *extra)
+    assert r.returncode == code, r.stderr
+    assert ("not diagnosed" in r.stderr) == (code == 1)
+
+
+def test_a_diagnosed_run_lists_what_it_could_not_judge():
+    r = traindoc("diagnose", os.path.join(SAMPLES, "healthy-cnn-sgd"), "--json")
+    (run,) = json.loads(r.stdout)["runs"]
+    assert run["diagnosed"] is True and run["findings"] == []
+    assert all(set(s) == {"rule", "missing"} for s in run["skipped"])

@@ -1,6 +1,6 @@
 """`traindoc` command line: diagnose, serve, export-tb.
 
-Exit codes: 0 fine, 1 findings at or above --fail-on, 2 bad input.
+Exit codes: 0 fine, 1 findings at or above --fail-on (or a run not diagnosed), 2 bad input.
 """
 
 from __future__ import annotations
@@ -48,14 +48,24 @@ def cmd_diagnose(args) -> int:
         limit = severity_rank(args.fail_on)
         if any(severity_rank(f.severity) >= limit for r in good for f in r.findings):
             return EXIT_FINDINGS
+        undiagnosed = [r.name for r in good if not r.diagnosed]
+        if undiagnosed and not args.allow_undiagnosed:
+            _say(f"not diagnosed (no curve rule had its inputs): {', '.join(undiagnosed)}; "
+                 "--allow-undiagnosed lets such runs pass")
+            return EXIT_FINDINGS
     return EXIT_OK
 
 
 def _table(reports) -> str:
     rows = [("run", "rule", "severity", "steps", "advice")]
     for r in reports:
-        if not r.findings:
-            rows.append((r.name, "-", "ok", "", "no problems found"))
+        if not r.diagnosed:
+            lacks = list(dict.fromkeys(m for s in r.skipped for m in s["missing"]))
+            rows.append((r.name, "-", "not diagnosed", "",
+                         f"no curve rule could run: missing {', '.join(lacks)}; found: {', '.join(r.found) or 'nothing'}"))
+        elif not r.findings:
+            rows.append((r.name, "-", "ok", "", "no problems found" + (
+                f" (not judged: {', '.join(s['rule'] for s in r.skipped)})" if r.skipped else "")))
         for f in r.findings:
             rows.append((r.name, f.rule, f.severity, f"{f.steps[0]}-{f.steps[1]}", f.advice))
     widths = [min(max(len(row[i]) for row in rows), 40) for i in range(4)]
@@ -101,7 +111,10 @@ def build_parser() -> argparse.ArgumentParser:
     d = sub.add_parser("diagnose", help="run the rules on a run, or on every run under a folder")
     d.add_argument("path")
     d.add_argument("--json", action="store_true", help="machine-readable output")
-    d.add_argument("--fail-on", choices=SEVERITIES, help="exit 1 if any finding is at least this severe")
+    d.add_argument("--fail-on", choices=SEVERITIES,
+                   help="exit 1 if any finding is at least this severe, or any run could not be diagnosed")
+    d.add_argument("--allow-undiagnosed", action="store_true",
+                   help="with --fail-on: let runs that no curve rule could judge pass")
     d.set_defaults(func=cmd_diagnose)
     e = sub.add_parser("export-tb", help="write a traindoc run as TensorBoard event files")
     e.add_argument("run")

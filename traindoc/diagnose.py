@@ -6,7 +6,7 @@ import os
 from dataclasses import dataclass, field
 
 from .reader import RunFormatError, RunReader, RunSeries, is_run_dir
-from .rules import DEFAULT, Thresholds, run_rules
+from .rules import DEFAULT, Thresholds, diagnose_run, series_found
 from .tb import TBRunReader, find_tb_runs, is_tb_run
 
 
@@ -23,10 +23,16 @@ class RunReport:
     findings: list = field(default_factory=list)
     error: str | None = None
     warnings: list = field(default_factory=list)  # parts of the input that could not be read
+    skipped: list = field(default_factory=list)  # [{"rule", "missing"}]: rules that could not run
+    diagnosed: bool = False  # at least one curve rule ran; never true for a run that was not read
+    found: list = field(default_factory=list)  # the series the run has (shown when not diagnosed)
 
     def to_dict(self) -> dict:
         """The `--json` shape of one run."""
-        d = {"run": self.name, "path": self.path, "findings": [f.to_dict() for f in self.findings]}
+        d = {"run": self.name, "path": self.path, "diagnosed": self.diagnosed,
+             "findings": [f.to_dict() for f in self.findings], "skipped": self.skipped}
+        if not self.diagnosed:
+            d["found"] = self.found
         if self.error:
             d["error"] = self.error
         return d
@@ -75,7 +81,9 @@ def diagnose_path(path: str, cfg: Thresholds = DEFAULT) -> list[RunReport]:
         name = os.path.relpath(run_path, path) if run_path != path else os.path.basename(os.path.normpath(path))
         try:
             run, problems = load(run_path)
-            reports.append(RunReport(run.name, run_path, run_rules(run, cfg), warnings=problems))
+            d = diagnose_run(run, cfg)
+            reports.append(RunReport(run.name, run_path, d.findings, warnings=problems, skipped=d.skipped,
+                                     diagnosed=d.diagnosed, found=series_found(run)))
         except (RunFormatError, OSError, ValueError) as exc:
             reports.append(RunReport(name, run_path, error=str(exc)))
     return reports

@@ -14,7 +14,7 @@ from traindoc import format as fmt
 
 from .. import charts
 from ..livechart import live_chart
-from ..data import discover, root_dir, status_of
+from ..data import discover, not_diagnosed_text, root_dir, status_of
 from ..nav import pages
 from .common import ago, md, store
 
@@ -78,7 +78,7 @@ def _body(name: str, path: str, smoothing: float, log_y: bool, live: bool = Fals
     st.caption(" · ".join(facts))
     for problem in ld.problems or []:
         st.warning(f"Part of this run could not be read: {md(problem)}")
-    _findings(findings)
+    _findings(findings, ld)
     figs = [
         ("loss", charts.loss_figure(run, findings, smoothing, log_y)),
         ("acc", charts.accuracy_figure(run, findings, smoothing)),
@@ -106,9 +106,16 @@ def _body(name: str, path: str, smoothing: float, log_y: bool, live: bool = Fals
         st.json(json.loads(json.dumps(meta, default=str)), expanded=False)
 
 
-def _findings(findings: list) -> None:
+def _findings(findings: list, ld) -> None:
+    if not ld.diagnosed:
+        st.warning(f"**Not diagnosed**: no curve rule could judge this run ({md(not_diagnosed_text(ld))}). "
+                   "Map its series (for TensorBoard runs, a traindoc-tb.toml beside the logs) to have it judged.")
+    elif not findings:
+        skipped = ", ".join(s["rule"] for s in ld.skipped or [])
+        st.success("No problems found by the diagnostics." + (f" Not judged, for lack of inputs: {md(skipped)}."
+                                                              if skipped else ""))
+        return
     if not findings:
-        st.success("No problems found by the diagnostics.")
         return
     st.subheader(f"Findings ({len(findings)})")
     for f in findings:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from ..data import discover, root_dir, status_of
+from ..data import discover, not_diagnosed_text, root_dir, status_of
 from ..nav import pages
 from .common import ago, md, short_config, store
 
@@ -31,7 +31,8 @@ def table(root: str) -> pd.DataFrame:
             "best val acc": float(va.max()) if len(va) else None,
             "best step": int(va.idxmax()) if len(va) else None,
             "hyperparameters": short_config(s.meta.get("config") or {}),
-            "findings": [f.rule for f in ld.findings], "problem": "",
+            "findings": [f.rule for f in ld.findings] + ([] if ld.diagnosed else ["not diagnosed"]),
+            "problem": "" if ld.diagnosed else f"not diagnosed: {not_diagnosed_text(ld)}",
         })
     return pd.DataFrame(rows)
 
@@ -57,7 +58,10 @@ def render() -> None:
         view = view[view["status"].isin(statuses)]
     if (view["problem"] != "").any():
         for _, row in view[view["problem"] != ""].iterrows():
-            st.warning(f"**{md(row['run'])}** cannot be shown: {md(row['problem'])}")
+            if row["problem"].startswith("not diagnosed"):
+                st.warning(f"**{md(row['run'])}** was read but {md(row['problem'])}")
+            else:
+                st.warning(f"**{md(row['run'])}** cannot be shown: {md(row['problem'])}")
     event = st.dataframe(
         view.drop(columns=["problem"]), hide_index=True, on_select="rerun", selection_mode="multi-row",
         key="runs_table",

@@ -1,7 +1,8 @@
 """The training notes' rules as code: a registry of pure functions run -> findings.
 
-Each rule module has ID, NEEDS and check(run, cfg) -> list[Finding]; a rule whose
-inputs are missing returns []. No I/O, no global state.
+Each rule module has ID, NEEDS and check(run, cfg) -> list[Finding]. `diagnose_run`
+checks each rule's NEEDS first (`needs.py`): a rule that lacks an input is skipped and
+says what it lacked, so that silence is never read as health. No I/O, no global state.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 from . import (early_decay, initial_loss, lr_too_high, lr_too_low, overfitting, train_longer, underfitting,
                update_ratio)
 from .base import DEFAULT, SEVERITIES, Finding, Thresholds, severity_rank
+from .needs import CURVE_RULES, Diagnosis, missing, series_found
 
 RULES = (lr_too_low, lr_too_high, early_decay, overfitting, underfitting, train_longer, initial_loss, update_ratio)
 RULE_IDS = tuple(r.ID for r in RULES)
@@ -21,16 +23,27 @@ MOOT_AFTER_DIVERGENCE = {lr_too_low.ID, early_decay.ID, overfitting.ID, underfit
 EXPLAINED_BY = {lr_too_low.ID: {underfitting.ID, train_longer.ID}}
 
 
-def run_rules(run, cfg: Thresholds = DEFAULT) -> list[Finding]:
-    """Every rule's findings for one run, in registry order."""
+def diagnose_run(run, cfg: Thresholds = DEFAULT) -> Diagnosis:
+    """Every rule that has its inputs, in registry order; the others listed as skipped."""
     out: list[Finding] = []
+    skipped = []
     for rule in RULES:
-        out.extend(rule.check(run, cfg))
+        gaps = missing(rule, run, cfg)
+        if gaps:
+            skipped.append({"rule": rule.ID, "missing": gaps})
+        else:
+            out.extend(rule.check(run, cfg))
     if any(f.rule == lr_too_high.ID and f.evidence.get("diverged") for f in out):
         out = [f for f in out if f.rule not in MOOT_AFTER_DIVERGENCE]
     fired = {f.rule for f in out}
     hidden = set().union(*(EXPLAINED_BY.get(r, set()) for r in fired))
-    return [f for f in out if f.rule not in hidden]
+    return Diagnosis([f for f in out if f.rule not in hidden], skipped)
 
 
-__all__ = ["DEFAULT", "RULES", "RULE_IDS", "SEVERITIES", "Finding", "Thresholds", "run_rules", "severity_rank"]
+def run_rules(run, cfg: Thresholds = DEFAULT) -> list[Finding]:
+    """Every rule's findings for one run, in registry order."""
+    return diagnose_run(run, cfg).findings
+
+
+__all__ = ["CURVE_RULES", "DEFAULT", "RULES", "RULE_IDS", "SEVERITIES", "Diagnosis", "Finding", "Thresholds",
+           "diagnose_run", "run_rules", "series_found", "severity_rank"]
