@@ -66,7 +66,7 @@ def write_run(path: str, n_points: int, name: str | None = None, seed: int = 0) 
     run_id = uuid.uuid4().hex
     with open(os.path.join(path, fmt.KEYS_FILE), "w") as f:
         for i, k in enumerate(keys):
-            f.write(json.dumps({"id": i, "key": k, "run": run_id}) + "\n")
+            f.write(fmt.key_line(i, k, run_id))
     chunks, total = [], 0
     for i, k in enumerate(keys):
         s, v = data[k]

@@ -2,8 +2,9 @@
 
 Measured in one run: EventAccumulator(size_guidance={SCALARS: 0}).Reload(); traindoc's
 reader without a cache (parse), with the cache (second open), and a native traindoc run
-of the same points for reference. Target: traindoc's first open >= 3x faster than
-EventAccumulator; the cached open close to the native run.
+of the same points for reference. Target: traindoc's first open, with both CRC-32Cs of
+every record checked, >= 5x faster than EventAccumulator; the cached open close to the
+native run.
 usage: python benchmarks/tb_load.py [--points 1000000]
 """
 
@@ -61,7 +62,7 @@ def main() -> None:
     assert n_ea == n_parse == n_cached == n, (n_ea, n_parse, n_cached, n)
     print(f"points: {n} (event files written in {t_write:.1f} s, not timed)")
     print(f"EventAccumulator, all points kept: {t_ea:.2f} s")
-    print(f"traindoc first open (parse, no cache): {t_parse:.2f} s   -> {t_ea / t_parse:.1f}x faster (target >= 3x)")
+    print(f"traindoc first open (parse, no cache): {t_parse:.2f} s   -> {t_ea / t_parse:.1f}x faster, CRCs checked (target >= 5x)")
     print(f"traindoc first open writing the cache: {t_first:.2f} s")
     print(f"traindoc second open (cache): {t_cached:.3f} s   -> {t_ea / t_cached:.0f}x faster")
     print(f"native traindoc run of the same points: {t_native:.3f} s   cached / native = {t_cached / t_native:.2f}")

@@ -80,8 +80,12 @@ def _reopen(name: str, path: str) -> Claim | None:
                 obj = json.loads(line)
             except ValueError:
                 continue
-            if obj.get("run") == run_id:
-                keys[str(obj["key"])] = int(obj["id"])
+            try:
+                kid, key = int(obj["id"]), str(obj["key"])
+            except (KeyError, TypeError, ValueError):
+                continue
+            if obj.get("run") == run_id and obj.get("crc") == fmt.key_check(kid, key, run_id):
+                keys[key] = kid
     except OSError:
         pass
     step = max(_last_step(path, run_id), int(meta.get("steps") or 0))

@@ -184,7 +184,7 @@ class RunWriter:
             self._new_keys = sorted((i, k) for k, i in self._key_ids.items())  # folder was recreated
         if not self._new_keys:
             return
-        text = "".join(json.dumps({"id": i, "key": k, "run": self.run_id}) + "\n" for i, k in self._new_keys)
+        text = "".join(fmt.key_line(i, k, self.run_id) for i, k in self._new_keys)
         self._ensure_dir()
         with open(keys_path, "a", encoding="utf-8") as f:
             f.write(text)

@@ -245,7 +245,7 @@ def test_reader_ignores_what_another_run_id_wrote(root):
     clean = read_run(run.path)
     other = "ab" * 16
     with open(os.path.join(run.path, fmt.KEYS_FILE), "a") as f:
-        f.write(json.dumps({"id": 0, "key": "custom/intruder", "run": other}) + "\n")
+        f.write(fmt.key_line(0, "custom/intruder", other))
     with open(os.path.join(run.path, fmt.segment_name(7)), "wb") as f:
         f.write(fmt.header_bytes(bytes.fromhex(other)) + fmt.pack_record(5, 1.0, 99.0, 0) * 3)
     r = RunReader(run.path)

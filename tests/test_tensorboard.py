@@ -325,3 +325,28 @@ def test_user_mapping_file(tmp_path):
     assert s.get("val/acc").tolist() == pytest.approx([0.1 * i for i in range(10)])
     assert s.has("train/loss") and not any(k.startswith("custom/timing") for k in s.keys)
     assert s.meta["num_classes"] == 7
+
+
+def test_a_flipped_bit_in_an_event_is_reported_never_read(tmp_path):
+    """One flipped bit turned 1.0 into 0.25 and nobody noticed; both CRC-32Cs are checked now."""
+    import struct
+
+    from torch.utils.tensorboard import SummaryWriter
+
+    from traindoc.tb import TBRunReader
+
+    w = SummaryWriter(str(tmp_path))
+    for i in range(10):
+        w.add_scalar("train/loss", 1.0, i)
+    w.close()
+    (name,) = [f for f in os.listdir(tmp_path) if ".tfevents." in f]
+    data = bytearray((tmp_path / name).read_bytes())
+    at = data.rfind(struct.pack("<f", 1.0))  # the last event's value
+    data[at + 3] ^= 0x01  # 1.0 -> 0.25... in the float's exponent
+    assert struct.unpack_from("<f", data, at)[0] != 1.0
+    (tmp_path / name).write_bytes(bytes(data))
+    r = TBRunReader(str(tmp_path), use_cache=False)
+    r.poll()
+    got = r.series().get("train/loss")
+    assert (got == 1.0).all() and len(got) == 9
+    assert r.problems == [f"{name}: 1 corrupt record(s) skipped"]

@@ -7,6 +7,7 @@ must not need pandas) and the reader (which has pandas but must not need torch).
 
 from __future__ import annotations
 
+import json
 import struct
 import zlib
 
@@ -86,6 +87,16 @@ def pack_record(step: int, wall: float, value: float, key_id: int) -> bytes:
     """One 32-byte version-2 record, check word included."""
     body = struct.pack("<qddI", step, wall, value, key_id)
     return body + struct.pack("<I", check_word(body))
+
+
+def key_check(key_id: int, key: str, run_id: str) -> int:
+    """Version 2: the CRC-32 a key line carries, over its id, name and run id."""
+    return zlib.crc32(f"{key_id}\t{key}\t{run_id}".encode("utf-8"), CHECK_SALT)
+
+
+def key_line(key_id: int, key: str, run_id: str) -> str:
+    """One line of keys.jsonl (version 2), newline included."""
+    return json.dumps({"id": key_id, "key": key, "run": run_id, "crc": key_check(key_id, key, run_id)}) + "\n"
 
 
 def pack_records(records) -> bytes:

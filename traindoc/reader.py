@@ -128,9 +128,13 @@ class RunReader:
             except (ValueError, KeyError, TypeError, UnicodeDecodeError):
                 self.corrupt_records += 1
                 continue
-            if run_id is not None and obj.get("run") != run_id:
-                self.foreign_records += 1  # a key line of another run that used this folder
-                continue
+            if run_id is not None:
+                if obj.get("run") != run_id:
+                    self.foreign_records += 1  # a key line of another run that used this folder
+                    continue
+                if obj.get("crc") != fmt.key_check(kid, key, run_id):
+                    self.corrupt_records += 1  # a damaged name must not label good records
+                    continue
             self.keys[kid] = key
         self._keys_offset += end
 

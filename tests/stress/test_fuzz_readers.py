@@ -2,7 +2,9 @@
 
 Whatever is done to the files (cut short, bytes flipped, garbage inserted, text files
 mangled), reading gives either valid data or one RunFormatError: never another
-exception, never a hang; 100 MB of garbage is read in bounded memory.
+exception, never a hang; 100 MB of garbage is read in bounded memory. Every value a
+reader returns is compared with what was written: a damaged value is reported (counted
+as corrupt), never returned as data.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -45,7 +48,42 @@ def mutate(data: bytes, m) -> bytes:
     return m[1]
 
 
-def check_run(path):
+def _written_run(path):
+    """A version-2 run written by the collector: losses, accuracy, LR, ratios and custom values."""
+    import torch
+
+    from traindoc import collector
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(6, 16), torch.nn.ReLU(), torch.nn.Linear(16, 3))
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    sched = torch.optim.lr_scheduler.StepLR(opt, 20, 0.5)
+    run = collector.attach(model, opt, root=str(path.parent), name=path.name, log_every=5, ratio_every=10)
+    x, y = torch.randn(512, 6), torch.randint(0, 3, (512,))
+    for i in range(60):
+        out = model(x[i * 8:(i + 1) * 8])
+        loss = torch.nn.functional.cross_entropy(out, y[i * 8:(i + 1) * 8])
+        opt.zero_grad(); loss.backward(); opt.step(); sched.step()
+        run.log_train(loss, output=out, target=y[i * 8:(i + 1) * 8])
+        run.log({"probe": i * 1.5 + 0.25})
+    run.close()
+
+
+def _rows(reader) -> set:
+    f = reader.frame
+    return set(zip(f["key"].astype(str), f["step"].tolist(), f["wall"].tolist(), f["value"].tolist()))
+
+
+@pytest.fixture(scope="module")
+def clean(tmp_path_factory):
+    path = tmp_path_factory.mktemp("clean") / "run"
+    _written_run(path)
+    r = RunReader(str(path))
+    r.poll()
+    return path, _rows(r)
+
+
+def check_run(path, written: set | None = None):
     try:
         r = RunReader(path)
         r.poll()
@@ -57,11 +95,30 @@ def check_run(path):
     assert frame["step"].dtype == np.int64
     for k in s.keys:
         s.get(k)
+    if written is not None:
+        extra = _rows(r) - written
+        assert not extra, sorted(extra)[:3]  # nothing returned that was not written as such
+    return r
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(target=st.sampled_from([fmt.segment_name(0), fmt.KEYS_FILE, fmt.META_FILE]), m=mutation)
-def test_run_reader_survives_any_damage(tmp_path_factory, target, m):
+def test_run_reader_returns_only_what_was_written(tmp_path_factory, clean, target, m):
+    src, written = clean
+    path = tmp_path_factory.mktemp("run")
+    shutil.rmtree(path)
+    shutil.copytree(src, path)
+    f = path / target
+    f.write_bytes(mutate(f.read_bytes(), m))
+    r = check_run(str(path), written)
+    if r is not None and m[0] in ("flip", "insert") and target == fmt.segment_name(0) and len(r.frame) < len(written):
+        assert r.problems  # what is missing was damaged (or its header names another run), and said so
+
+
+@settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(target=st.sampled_from([fmt.segment_name(0), fmt.KEYS_FILE, fmt.META_FILE]), m=mutation)
+def test_version_one_run_reader_survives_any_damage(tmp_path_factory, target, m):
+    """Old runs (parity checks, which two equal flips defeat) are still read without a crash."""
     path = tmp_path_factory.mktemp("run")
     shutil.rmtree(path)
     shutil.copytree(SAMPLE, path)
@@ -95,6 +152,13 @@ def test_tensorboard_reader_survives_any_damage(tmp_path_factory, m):
     for k in s.keys:
         assert len(s.get(k)) <= 50
     assert all(isinstance(p, str) and "\n" not in p for p in r.problems)
+    # every value returned is one that was written, at its step (float32, as the event stores it)
+    for key, fn in (("train/loss", lambda i: 1.0 / (i + 1)), ("val/acc", lambda i: i / 50)):
+        got = s.get(key)
+        for step, value in got.items():
+            assert 0 <= step < 50 and value == np.float32(fn(step)), (key, step, value)
+        if len(got) < 50 and m[0] in ("flip", "insert"):
+            assert r.problems  # what is missing was damaged, and said so
 
 
 GARBAGE = r"""

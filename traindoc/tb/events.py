@@ -1,10 +1,13 @@
 """Event files (TFRecord framing of Event protos), read from a byte offset onwards.
 
-A record is: length u64 | masked CRC of the length u32 | Event bytes | masked CRC u32.
+A record is: length u64 | masked CRC of the length u32 | Event bytes | masked CRC u32,
+the CRCs being CRC-32C (Castagnoli, computed by the C-backed `crc32c` package) rotated
+and offset as TFRecord does. Both are verified, as TensorBoard's own loader does.
 Reading stops before a record that is not complete yet (a live file, or a crash), and
-remembers where, so the next read resumes there. A record whose bytes do not decode is
-skipped and counted; an impossible length ends the file's readable part, and the rest
-is reported, never raised.
+remembers where, so the next read resumes there. A record whose payload fails its CRC
+or does not decode is skipped and counted, never returned; a length that fails its CRC
+(or is impossible) ends the file's readable part, since no later record boundary can be
+trusted, and the rest is reported, never raised.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ import struct
 from dataclasses import dataclass, field
 
 import numpy as np
+from crc32c import crc32c
 from google.protobuf.message import DecodeError
 from tensorboard.compat.proto import event_pb2, types_pb2
 
@@ -37,6 +41,12 @@ class Chunk:
     size: int = 0
 
 
+def masked_crc(data) -> int:
+    """TFRecord's masked CRC-32C of `data`."""
+    c = crc32c(data)
+    return (((c >> 15) | (c << 17)) + 0xA282EAD8) & 0xFFFFFFFF
+
+
 def read_scalars(data: bytes, start: int = 0, base: int = 0) -> Chunk:
     """Decode the complete records of `data[start:]`; `base` is data's offset in the file."""
     out = Chunk(size=base + len(data))
@@ -44,23 +54,34 @@ def read_scalars(data: bytes, start: int = 0, base: int = 0) -> Chunk:
     unpack = struct.unpack_from
     parse = event_pb2.Event.FromString
     tags, steps, walls, values = out.tags, out.steps, out.walls, out.values
+    view = memoryview(data)
+    crc, k, m32 = crc32c, 0xA282EAD8, 0xFFFFFFFF
     while pos + HEADER <= n:
-        (length,) = unpack("<Q", data, pos)
-        if length > MAX_RECORD:
+        length, length_crc = unpack("<QI", data, pos)
+        c = crc(view[pos:pos + 8])  # masked as in masked_crc, inline: this loop is the reader's hot path
+        if length > MAX_RECORD or (((c >> 15) | (c << 17)) + k) & m32 != length_crc:
             out.unreadable_from = base + pos
             break
-        end = pos + HEADER + length + FOOTER
+        body = pos + HEADER
+        end = body + length + FOOTER
         if end > n:
             break  # not written completely (yet)
+        payload = view[body:body + length]
+        c = crc(payload)
+        if (((c >> 15) | (c << 17)) + k) & m32 != unpack("<I", data, end - FOOTER)[0]:
+            out.corrupt_records += 1
+            pos = end
+            continue
         try:
-            ev = parse(data[pos + HEADER:pos + HEADER + length])
+            ev = parse(payload)
         except DecodeError:
             out.corrupt_records += 1
             pos = end
             continue
         if ev.HasField("summary"):
             for v in ev.summary.value:
-                x = _scalar(v)
+                # torch and tensorboardX write simple_value: the common case, without a call
+                x = v.simple_value if v.WhichOneof("value") == "simple_value" else _scalar(v)
                 if x is not None:
                     tags.append(v.tag)
                     steps.append(ev.step)

@@ -26,7 +26,7 @@ from .mapping import load_overrides, map_tags
 
 KERAS_SPLITS = ("train", "validation")
 LIVE_SECS = 60.0
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: records verified by CRC; caches parsed without the check are read again
 
 
 def _event_files(folder: str) -> list[str]:
