@@ -30,30 +30,60 @@ import re
 from traindoc import format as fmt
 
 OVERRIDE_FILES = ("traindoc-tb.toml", "traindoc-tb.json")
+# traindoc's own names; `val/<x>` and `lr/<x>` only in the forms the collector writes, so
+# that `val/accuracy`, `val/top1` or `lr/Adam` are read for their meaning, not kept as-is.
 _NATIVE = re.compile(r"^(train/loss/(mean|var|min|max|count|nonfinite|first)|train_epoch/loss/(mean|var|min|max|count|"
-                     r"nonfinite)|train/acc|train_epoch/acc|epoch|val/.+|lr/.+|momentum/.+|beta[12]/.+|"
+                     r"nonfinite)|train/acc|train_epoch/acc|epoch|val/(loss|acc)|(lr|momentum|beta[12])/(opt\d+/)?pg\d+|"
                      r"update_ratio/.+|custom/.+)$")
-_SPLITS = {"train": "train", "training": "train", "val": "val", "valid": "val", "validation": "val",
-           "eval": "val", "test": "test"}
-_METRICS = {"loss": "loss", "acc": "acc", "accuracy": "acc", "lr": "lr", "learning_rate": "lr",
-            "learningrate": "lr"}
-_LIGHTNING_LR = re.compile(r"^lr-([A-Za-z0-9_]+?)(-momentum)?(?:/pg(\d+))?$")
+_SPLITS = {"train": "train", "training": "train", "tr": "train", "val": "val", "valid": "val", "validation": "val",
+           "eval": "val", "evaluation": "val", "dev": "val", "v": "val", "test": "test", "testing": "test"}
+_METRICS = {"loss": "loss", "losses": "loss", "cost": "loss", "acc": "acc", "accuracy": "acc", "accuracies": "acc",
+            "top1": "acc", "acc1": "acc", "prec1": "acc", "lr": "lr"}
+_LEVELS = {"step": "step", "steps": "step", "batch": "step", "iter": "step", "iteration": "step", "inner": "step",
+           "epoch": "epoch", "epochs": "epoch"}
+#: Words that say nothing about which series a tag is: scopes, averaging, the total of a loss.
+_NEUTRAL = {"metrics", "metric", "scalars", "scalar", "charts", "avg", "average", "mean", "total", "overall", "per",
+            "on", "of", "the", "score", "hyperparameters", "hparams", "hparam", "sparse", "categorical", "binary",
+            "top", "at", "all", "set", "data", "main"}
+_OPTIMIZERS = {"sgd", "adam", "adamw", "rmsprop", "adagrad", "adadelta", "lamb", "lion", "adafactor", "lars",
+               "nadam", "radam", "group", "pg", "param", "0"}
+_IF_VAL_ACC = "?if-val-acc:"  # a claim that holds only when another tag is the validation accuracy
+_LIGHTNING_LR = re.compile(r"^lr-([A-Za-z0-9_]+?(?:-\d+)?)(-momentum)?(?:/pg(\d+))?$")
+
+
+def _tokens(tag: str) -> list[str]:
+    """Lower-case words of a tag: camelCase and digits split off, parentheses and
+    separators (/ _ - . : @ space) dropped, "learning rate" as one word."""
+    t = re.sub(r"\([^)]*\)", " ", tag)
+    t = re.sub(r"(?<=[a-z])(?=[A-Z])", " ", t)
+    t = re.sub(r"(?i)learning[\s_\-]*rate", " lr ", t).lower()
+    t = re.sub(r"\b(top|acc|prec)[\s_\-@]*1\b", r"\g<1>1", t)  # top-1, acc@1, prec_1
+    return [w for w in re.split(r"[/_\-\s.:@,]+", t) if w]
 
 
 def _plain(tag: str):
-    """(split, metric, level) for plain names like val_loss, loss/train, train-acc, accuracy."""
-    t = tag.lower().replace("learning_rate", "learningrate")
-    parts = [p for p in re.split(r"[/_\-]", t) if p]
-    level = None
-    if parts and parts[-1] in ("step", "epoch"):
-        level = parts.pop()
-    if not parts or len(parts) > 2:
+    """(split, metric, level) for plain names: val_loss, loss/train, Training loss,
+    epoch_train_loss, Train/EpochLoss, Learning rate SGD, val_sparse_categorical_accuracy.
+    None when any word is not understood: such a tag stays a custom scalar."""
+    words = _tokens(tag)
+    if not words or len(words) > 8:
         return None
-    metric = [_METRICS[p] for p in parts if p in _METRICS]
-    split = [_SPLITS[p] for p in parts if p in _SPLITS]
-    if len(metric) != 1 or len(split) > 1 or len(metric) + len(split) != len(parts):
+    splits, metrics, levels = set(), set(), set()
+    is_lr = "lr" in words
+    for w in words:
+        if w in _METRICS:
+            metrics.add(_METRICS[w])
+        elif w in _SPLITS:
+            splits.add(_SPLITS[w])
+        elif w in _LEVELS:
+            levels.add(_LEVELS[w])
+        elif w in _NEUTRAL or (is_lr and (w in _OPTIMIZERS or w.isdigit())):
+            continue
+        else:
+            return None
+    if len(metrics) != 1 or len(splits) > 1 or len(levels) > 1:
         return None
-    return (split[0] if split else None), metric[0], level
+    return (next(iter(splits)) if splits else None), next(iter(metrics)), (next(iter(levels)) if levels else None)
 
 
 def _candidates(tag: str, keras: bool):
@@ -111,6 +141,10 @@ def _candidates(tag: str, keras: bool):
                     yield fmt.LOSS_RAW, 6
                 else:
                     yield fmt.LOSS_RAW, (2 if level == "step" else 3) + vague
+            elif vague and level is None:
+                # a bare "accuracy" is the train set's in some scripts, the test set's in others:
+                # the train one only beside an explicit validation accuracy
+                yield _IF_VAL_ACC + fmt.TRAIN_ACC, 8
             elif level == "epoch":
                 yield fmt.TRAIN_ACC_EPOCH, 2 + vague
             else:
@@ -179,6 +213,10 @@ def map_tags(tags, keras: bool = False, overrides: dict | None = None, ignore=()
             if held is None or prio < held[0]:
                 claims[target] = (prio, tag)
     for target, (prio, tag) in claims.items():
+        if target.startswith(_IF_VAL_ACC):
+            target = target[len(_IF_VAL_ACC):]
+            if "val/acc" not in claims or target in claims:
+                continue
         if prio >= 0:
             result.setdefault(tag, []).append(target)
     for tag in tags:
