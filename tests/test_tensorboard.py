@@ -306,7 +306,8 @@ def test_folder_without_event_files(tmp_path):
     (tmp_path / "empty" / "notes.txt").write_text("hello")
     r = subprocess.run([sys.executable, "-m", "traindoc.cli", "diagnose", str(tmp_path / "empty")],
                        capture_output=True, text=True, cwd=ROOT)
-    assert r.returncode == 2 and "no TensorBoard event files" in r.stderr
+    assert r.returncode == 2 and "no runs under" in r.stderr and "found notes.txt" in r.stderr
+    assert "events.out.tfevents" in r.stderr and len(r.stderr.strip().splitlines()) == 1
 
 
 def test_user_mapping_file(tmp_path):

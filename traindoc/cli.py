@@ -27,19 +27,22 @@ def _fail(msg: str) -> int:
 
 
 def cmd_diagnose(args) -> int:
-    from .diagnose import InputError, diagnose_path
+    from .diagnose import InputError, diagnose_path, scan
 
     try:
         reports = diagnose_path(args.path)
+        _, not_runs = scan(args.path)
     except InputError as exc:
         return _fail(str(exc))
+    for other in not_runs:  # nothing under the path is skipped without a word
+        _say(f"{other}: not a run (none of the formats traindoc reads)")
     bad = [r for r in reports if r.error or r.warnings]
     for r in bad:
         for line in ([r.error] if r.error else r.warnings):
             _say(f"{r.path}: {line}")
     good = [r for r in reports if not r.error]
     if args.json:
-        print(json.dumps({"runs": [r.to_dict() for r in good]}, indent=1))
+        print(json.dumps({"runs": [r.to_dict() for r in good], "not_runs": not_runs}, indent=1))
     else:
         print(_table(good))
     if bad:

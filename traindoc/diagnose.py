@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 
+from . import logs
 from .reader import RunFormatError, RunReader, RunSeries, is_run_dir
 from .rules import DEFAULT, Thresholds, diagnose_run, series_found
 from .tb import TBRunReader, find_tb_runs, is_tb_run
@@ -38,33 +39,82 @@ class RunReport:
         return d
 
 
-def find_runs(path: str, max_depth: int = 4) -> list[str]:
-    """Run folders (traindoc or TensorBoard) at or under `path`, sorted. Raises InputError."""
+def _is_run(path: str) -> bool:
+    return is_run_dir(path) or logs.kind_of(path) is not None
+
+
+def scan(path: str, max_depth: int = 4) -> tuple[list[str], list[str]]:
+    """(runs, not_runs) at or under `path`: run folders of every known format (traindoc,
+    TensorBoard, Hugging Face, Lightning, MLflow, CSV logs), and the highest files or
+    folders that hold none of them, each listed once. Raises InputError."""
     if not os.path.exists(path):
         raise InputError(f"no such path: {path}")
+    if os.path.isfile(path) and logs.kind_of(path) == "csv":
+        return [path], []
     if not os.path.isdir(path):
-        raise InputError(f"not a folder (give a run folder, a TensorBoard logdir, or a folder of runs): {path}")
-    if is_run_dir(path) or is_tb_run(path):
-        return [path]
+        raise InputError(f"not a folder or a CSV log (give a run folder, a logdir, or a folder of runs): {path}")
+    if _is_run(path) or is_tb_run(path):
+        return [path], []
     found = []
     base_depth = path.rstrip(os.sep).count(os.sep)
-    for dirpath, dirnames, _ in os.walk(path, followlinks=False):
+    for dirpath, dirnames, filenames in os.walk(path, followlinks=False):
         dirnames.sort()
-        if is_run_dir(dirpath):
+        if dirpath != path and _is_run(dirpath):
             found.append(dirpath)
             dirnames[:] = []  # a run's own folder holds no further runs
-        elif dirpath.count(os.sep) - base_depth >= max_depth:
+            continue
+        found += [os.path.join(dirpath, f) for f in sorted(filenames)
+                  if logs.kind_of(os.path.join(dirpath, f)) == "csv"]
+        if dirpath.count(os.sep) - base_depth >= max_depth:
             dirnames[:] = []
     found += find_tb_runs(path, max_depth + 1)
-    if not found:
-        raise InputError(f"no traindoc runs and no TensorBoard event files under {path} "
-                         "(a run folder has a meta.json; a TensorBoard run has events.out.tfevents.* files)")
-    return sorted(set(found))
+    runs = sorted(set(found))
+    return runs, _not_runs(path, runs, max_depth)
+
+
+_IGNORED = ("traindoc-tb.toml", "traindoc-tb.json")
+
+
+def _not_runs(path: str, runs: list[str], depth: int) -> list[str]:
+    """The highest entries under `path` that neither are nor hold a run (hidden names and
+    override files aside)."""
+    out = []
+    try:
+        names = sorted(os.listdir(path))
+    except OSError:
+        return out
+    for n in names:
+        if n.startswith(".") or n in _IGNORED:
+            continue
+        p = os.path.join(path, n)
+        if p in runs or any(os.path.dirname(r) == p or r.startswith(p + os.sep) for r in runs):
+            if p not in runs and os.path.isdir(p) and depth > 0:
+                out += _not_runs(p, runs, depth - 1)
+            continue
+        if any(p.startswith(r + os.sep) for r in runs):
+            continue  # part of a run (a TensorBoard run's split folder, a checkpoint)
+        out.append(p)
+    return out
+
+
+def find_runs(path: str, max_depth: int = 4) -> list[str]:
+    """Run folders (and CSV logs) of every known format at or under `path`, sorted. Raises InputError."""
+    runs, others = scan(path, max_depth)
+    if not runs:
+        listed = ", ".join(os.path.basename(o) for o in others[:5]) or "nothing"
+        raise InputError(f"no runs under {path} (found {listed}): a traindoc run has a meta.json, a TensorBoard "
+                         "run events.out.tfevents.* files; Hugging Face trainer_state.json, Lightning metrics.csv, "
+                         "MLflow mlruns/ and CSV logs with an epoch or step column are read too")
+    return runs
 
 
 def open_reader(path: str):
-    """An incremental reader for a run folder: RunReader or TBRunReader, same surface."""
-    return RunReader(path) if is_run_dir(path) else TBRunReader(path)
+    """An incremental reader of any run: RunReader, TBRunReader or LogRunReader, same surface."""
+    if is_run_dir(path):
+        return RunReader(path)
+    if logs.kind_of(path) is not None:
+        return logs.LogRunReader(path)
+    return TBRunReader(path)
 
 
 def load(path: str) -> tuple[RunSeries, list[str]]:
