@@ -13,7 +13,7 @@ import time
 from dataclasses import dataclass
 
 from traindoc import format as fmt
-from traindoc.diagnose import InputError, find_runs, open_reader
+from traindoc.diagnose import InputError, find_runs, open_reader, scan
 from traindoc.reader import RunFormatError, RunSeries
 from traindoc.rules import diagnose_run, series_found
 
@@ -44,6 +44,15 @@ def discover(root: str) -> dict[str, str]:
         name = os.path.relpath(p, root).replace(os.sep, "/")
         out[os.path.basename(root) if name == "." else name] = p
     return out
+
+
+def not_runs(root: str) -> list[str]:
+    """Files and folders under ROOT that are none of the formats traindoc reads (relative names)."""
+    try:
+        _, others = scan(root)
+    except InputError:
+        return []
+    return [os.path.relpath(p, root).replace(os.sep, "/") for p in others if _inside(p, root)]
 
 
 @dataclass

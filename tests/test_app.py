@@ -184,3 +184,9 @@ def test_undiagnosed_run_is_never_shown_as_healthy(runs_root):
     at = app("run", run="opaque")
     assert not at.success  # no "No problems found"
     assert any("Not diagnosed" in plain(w.value) and "missing train loss" in plain(w.value) for w in at.warning)
+
+
+def test_runs_page_lists_what_is_not_a_run(runs_root):
+    (runs_root / "notes.txt").write_text("hello")
+    at = app()
+    assert any("Not runs" in c.value and "notes.txt" in plain(c.value) for c in at.caption)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from ..data import discover, not_diagnosed_text, root_dir, status_of
+from ..data import discover, not_diagnosed_text, not_runs, root_dir, status_of
 from ..nav import pages
 from .common import ago, md, short_config, store
 
@@ -43,6 +43,10 @@ def render() -> None:
     st.title("Runs")
     st.caption(f"Reading {md(root)}")
     df = table(root)
+    others = not_runs(root)
+    if others:
+        st.caption("Not runs (none of the formats traindoc reads): " + ", ".join(md(o) for o in others[:20])
+                   + (f" and {len(others) - 20} more" if len(others) > 20 else ""))
     if df.empty:
         st.info("No runs here yet. Attach the collector to a training script with `root` pointing at this folder; "
                 "runs appear as soon as they start writing.")
