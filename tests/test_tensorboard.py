@@ -351,3 +351,63 @@ def test_a_flipped_bit_in_an_event_is_reported_never_read(tmp_path):
     got = r.series().get("train/loss")
     assert (got == 1.0).all() and len(got) == 9
     assert r.problems == [f"{name}: 1 corrupt record(s) skipped"]
+
+
+# ---- layouts -------------------------------------------------------------------------------
+def test_add_scalars_children_join_their_parent(tmp_path):
+    from torch.utils.tensorboard import SummaryWriter
+
+    from traindoc.diagnose import find_runs
+
+    w = SummaryWriter(str(tmp_path / "run"))
+    for step in range(1, 61):
+        w.add_scalars("Loss", {"train": 2.0 / step, "val": 1.0 + 1.0 / step}, step)
+        w.add_scalar("lr", 0.1, step)
+    w.close()
+    assert sorted(os.listdir(tmp_path / "run")) != []  # Loss_train/, Loss_val/ and the run's own file
+    assert find_runs(str(tmp_path)) == [str(tmp_path / "run")]  # one run, not three
+    s = read_tb_run(str(tmp_path / "run"))
+    assert s.get("train/loss").tolist() == pytest.approx([2.0 / k for k in range(1, 61)])
+    assert s.get("val/loss").tolist() == pytest.approx([1.0 + 1.0 / k for k in range(1, 61)])
+    assert s.has("lr/pg0")
+
+
+def test_tf2_train_and_test_siblings_are_one_run(tmp_path):
+    from torch.utils.tensorboard import SummaryWriter
+
+    from traindoc.diagnose import find_runs
+
+    for split, offset in (("train", 0.0), ("test", 0.2)):
+        w = SummaryWriter(str(tmp_path / "exp" / split))
+        for epoch in range(1, 21):
+            w.add_scalar("loss", 1.0 / epoch + offset, epoch)
+            w.add_scalar("accuracy", 0.5 + epoch / 50 - offset, epoch)
+        w.close()
+    assert find_runs(str(tmp_path)) == [str(tmp_path / "exp")]
+    s = read_tb_run(str(tmp_path / "exp"))
+    assert s.get("train/loss").tolist() == pytest.approx([1.0 / e for e in range(1, 21)])
+    assert s.get("val/loss").tolist() == pytest.approx([1.0 / e + 0.2 for e in range(1, 21)])  # test as validation
+    assert s.get("val/acc").tolist() == pytest.approx([0.3 + e / 50 for e in range(1, 21)])
+    assert s.get("train/acc").tolist() == pytest.approx([0.5 + e / 50 for e in range(1, 21)])
+
+
+def test_a_resumed_run_keeps_the_newest_value_per_step(tmp_path):
+    """A run logged steps 0..399, was restarted from its step-200 checkpoint and got to 299:
+    TensorBoard drops the first attempt's steps from 200 on (300..399 are orphans of an
+    abandoned attempt); so does traindoc, whose windows averaged both attempts before."""
+    from torch.utils.tensorboard import SummaryWriter
+
+    for attempt, (first, last, value) in enumerate(((0, 400, 9.0), (200, 300, 1.0))):
+        w = SummaryWriter(str(tmp_path / f"w{attempt}"))
+        for step in range(first, last):
+            w.add_scalar("train/loss", value, step)
+        w.close()
+        (src,) = [f for f in os.listdir(tmp_path / f"w{attempt}") if ".tfevents." in f]
+        (tmp_path / "run").mkdir(exist_ok=True)
+        os.replace(tmp_path / f"w{attempt}" / src, tmp_path / "run" / f"events.out.tfevents.{attempt + 1}.host")
+    s = read_tb_run(str(tmp_path / "run"))
+    loss = s.get("train/loss")
+    assert list(loss.index) == list(range(300))
+    assert (loss.loc[:199] == 9.0).all() and (loss.loc[200:] == 1.0).all()
+    assert s.get("train/loss/count").sum() == 300  # windows over the kept points only
+    assert set(s.get("train/loss/mean").loc[200:]) == {1.0}

@@ -1,7 +1,11 @@
 """TensorBoard logdirs as traindoc runs: discovery, incremental reading, a cache, series.
 
-A run is a folder that holds event files, or a Keras run: a folder whose `train/` and
-`validation/` subfolders hold them (one run, not two). Each event file is read from
+A run is a folder that holds event files; its split subfolders (Keras' `train/` and
+`validation/`, a TensorFlow 2 loop's `train/` and `test/`) and the subfolders that
+`add_scalars` writes (`Loss_train/`, `Loss_val/`, each holding tag `Loss`) belong to it,
+not to runs of their own. Where a run was resumed and logged a step again, the newest
+value wins and the steps logged after it by the abandoned attempt are dropped, as
+TensorBoard does. Each event file is read from
 the byte offset where the last read stopped; what was read is cached (numpy arrays in
 the cache folder, `$TRAINDOC_CACHE` or `~/.cache/traindoc/tb`), so a second open
 reads the cache and only the bytes appended since.
@@ -25,6 +29,9 @@ from .events import read_scalars
 from .mapping import load_overrides, map_tags
 
 KERAS_SPLITS = ("train", "validation")
+#: Sibling folders that are one run's splits: Keras writes train/ and validation/,
+#: TensorFlow 2 custom loops commonly train/ and test/ (or val/, eval/).
+SPLITS = ("train", "validation", "val", "valid", "eval", "evaluation", "test")
 LIVE_SECS = 60.0
 CACHE_VERSION = 2  # 2: records verified by CRC; caches parsed without the check are read again
 
@@ -41,26 +48,75 @@ def _keras_splits(folder: str) -> list[str]:
     return [s for s in KERAS_SPLITS if _event_files(os.path.join(folder, s))]
 
 
+def _splits(folder: str) -> list[str]:
+    """Split subfolders with event files, when there are two or more and `train` is one of them."""
+    found = [s for s in SPLITS if _event_files(os.path.join(folder, s))]
+    return found if len(found) >= 2 and "train" in found else []
+
+
+def _first_tags(path: str, limit: int = 1 << 16) -> set[str]:
+    """Scalar tags among the first records of an event file (cheap: one small read)."""
+    try:
+        with open(path, "rb") as f:
+            data = f.read(limit)
+    except OSError:
+        return set()
+    return set(read_scalars(data).tags)
+
+
+def _scalars_child_key(child: str, tag: str) -> str | None:
+    """The key of an add_scalars child folder for `tag` (Loss_train holds tag Loss: "train")."""
+    head = tag.replace("/", "_") + "_"
+    name = os.path.basename(child)
+    return name[len(head):] if name.startswith(head) and len(name) > len(head) else None
+
+
+def _scalars_children(folder: str) -> list[str]:
+    """Subfolders that `add_scalars(main_tag, {key: ...})` wrote beside the folder's own events:
+    each holds only the main tag, in a folder named `<main_tag>_<key>`."""
+    if not _event_files(folder):
+        return []
+    out = []
+    try:
+        names = sorted(os.listdir(folder))
+    except OSError:
+        return []
+    for n in names:
+        child = os.path.join(folder, n)
+        files = _event_files(child) if os.path.isdir(child) else []
+        if not files:
+            continue
+        tags = _first_tags(files[0])
+        if tags and all(_scalars_child_key(child, t) for t in tags):
+            out.append(child)
+    return out
+
+
 def is_tb_run(path: str) -> bool:
-    """True for a folder with event files, or a Keras run folder (train/ and validation/)."""
-    return os.path.isdir(path) and bool(_event_files(path) or _keras_splits(path))
+    """True for a folder with event files, or a run made of split folders (train/ and validation/ or test/)."""
+    return os.path.isdir(path) and bool(_event_files(path) or _keras_splits(path) or _splits(path))
 
 
 def find_tb_runs(root: str, max_depth: int = 5) -> list[str]:
-    """Every TensorBoard run under `root` (Keras split folders fold into their parent)."""
+    """Every TensorBoard run under `root` (split and add_scalars folders fold into their parent)."""
     found: set[str] = set()
     base = root.rstrip(os.sep).count(os.sep)
+    children: set[str] = set()
     for dirpath, dirnames, _ in os.walk(root, followlinks=False):
         dirnames.sort()
         if dirpath.count(os.sep) - base >= max_depth:
             dirnames[:] = []
         if not _event_files(dirpath):
             continue
+        if dirpath in children:
+            continue
         parent = os.path.dirname(dirpath)
-        if os.path.basename(dirpath) in KERAS_SPLITS and dirpath != root:
+        if dirpath != root and (os.path.basename(dirpath) in KERAS_SPLITS and _keras_splits(parent)
+                                or os.path.basename(dirpath) in _splits(parent)) and not _event_files(parent):
             found.add(parent)
         else:
             found.add(dirpath)
+            children.update(_scalars_children(dirpath))
     return sorted(found)
 
 
@@ -92,19 +148,33 @@ class TBRunReader:
             raise RunFormatError(f"no TensorBoard event files in {path}")
         self.path = path
         self.use_cache = use_cache
-        self.keras = bool(_keras_splits(path))
+        self.splits = _splits(path) or _keras_splits(path)
+        # Keras' callback writes train/ (and validation/); a test/ or eval/ folder is a TF2 loop's
+        self.keras = bool(self.splits) and set(self.splits) <= set(KERAS_SPLITS)
+        self.children = _scalars_children(path)
         self._files: dict[str, _File] = {}
         self.overrides, self.ignore, self.run_meta = load_overrides(path, os.path.dirname(os.path.normpath(path)))
         self._series: RunSeries | None = None
 
     # ---- reading --------------------------------------------------------------------
     def _paths(self):
-        if self.keras:
-            for s in _keras_splits(self.path):
-                for f in _event_files(os.path.join(self.path, s)):
-                    yield f, s + "/"
+        """(event file, how its tags are named): a split's files prefix theirs with the split;
+        an add_scalars child's name its main tag's key ("@" + folder name)."""
+        for s in self.splits:
+            for f in _event_files(os.path.join(self.path, s)):
+                yield f, s + "/"
+        for child in self.children:
+            for f in _event_files(child):
+                yield f, "@" + child
         for f in _event_files(self.path):
             yield f, ""
+
+    @staticmethod
+    def _tag(st: "_File", tag: str) -> str:
+        if st.prefix.startswith("@"):
+            key = _scalars_child_key(st.prefix[1:], tag)
+            return f"{tag}/{key}" if key else os.path.basename(st.prefix[1:]) + "/" + tag
+        return st.prefix + tag
 
     def poll(self) -> int:
         """Read what was appended to any event file since the last poll; returns new points."""
@@ -245,15 +315,27 @@ class TBRunReader:
             bounds = np.flatnonzero(np.diff(ids[order])) + 1
             groups = sorted(np.split(order, bounds), key=lambda g: g[0])  # first appearance in the file
             for grp in groups:
-                tag = st.prefix + st.tags[ids[grp[0]]]
+                tag = self._tag(st, st.tags[ids[grp[0]]])
                 out.setdefault(tag, []).append((steps[grp], values[grp], walls[grp]))
-        return {t: tuple(np.concatenate([p[i] for p in parts]) for i in range(3)) for t, parts in out.items()}
+        return {t: _newest_per_step(*(np.concatenate([p[i] for p in parts]) for i in range(3)))
+                for t, parts in out.items()}
 
     def series(self) -> RunSeries:
         """The run as traindoc series (mapped names, windows for per-step series)."""
         if self._series is None:
             self._series = build_series(self.raw(), self.meta, self.path, self.keras, self.overrides, self.ignore)
         return self._series
+
+
+def _newest_per_step(steps: np.ndarray, values: np.ndarray, walls: np.ndarray):
+    """Points in logging order, keeping only those that no later point superseded: a step
+    logged again replaces the old value, and a resumed run that went back to step s drops
+    what the abandoned attempt logged at s and after (TensorBoard's purge of orphans)."""
+    if len(steps) < 2:
+        return steps, values, walls
+    later_min = np.minimum.accumulate(steps[::-1])[::-1]  # min over i..end
+    keep = np.append(steps[:-1] < later_min[1:], True)
+    return steps[keep], values[keep], walls[keep]
 
 
 def build_series(raw: dict, meta: dict, path: str, keras: bool, overrides=None, ignore=()) -> RunSeries:

@@ -95,7 +95,8 @@ def _candidates(tag: str, keras: bool):
         split, _, name = tag.partition("/")
         if split in ("train", "validation") and name.startswith(("epoch_", "batch_", "evaluation_")):
             level, _, metric = name.partition("_")
-            metric = _METRICS.get(metric.replace("learning_rate", "lr"), metric)
+            plain = _plain(metric)  # accuracy, sparse_categorical_accuracy, learning_rate ...
+            metric = plain[1] if plain and plain[0] is None else metric
             if split == "train":
                 if metric == "loss":
                     yield (fmt.LOSS_RAW, 1) if level == "batch" else ("train_epoch/loss/mean", 1)
@@ -109,6 +110,7 @@ def _candidates(tag: str, keras: bool):
                 if metric in ("loss", "acc"):
                     yield f"val/{metric}", 1
             return
+        # any other name in a split folder is read as a plain name: train/loss, validation/acc
     hf = {"train/loss": (fmt.LOSS_RAW, 1), "train/learning_rate": ("lr/pg0", 1), "train/epoch": ("epoch", 1),
           "eval/loss": ("val/loss", 1), "eval/accuracy": ("val/acc", 1), "eval/acc": ("val/acc", 1)}
     if tag in hf:
