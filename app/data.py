@@ -77,6 +77,11 @@ class RunStore:
         self._lock = threading.Lock()
         self._readers: dict[str, tuple[threading.Lock, object, Loaded | None]] = {}
 
+    def forget(self, path: str) -> None:
+        """Drop the reader of `path`: the next load reads it afresh (after its mapping changed)."""
+        with self._lock:
+            self._readers.pop(path, None)
+
     def load(self, name: str, path: str) -> Loaded:
         """Poll the run for new bytes; re-diagnose only if something arrived."""
         with self._lock:

@@ -190,3 +190,23 @@ def test_runs_page_lists_what_is_not_a_run(runs_root):
     (runs_root / "notes.txt").write_text("hello")
     at = app()
     assert any("Not runs" in c.value and "notes.txt" in plain(c.value) for c in at.caption)
+
+
+def test_unmapped_series_can_be_given_a_meaning(runs_root):
+    """A logdir under tags nobody can place: the user says what `metric_a` is, the choice is
+    saved beside the logs, and the run is read and diagnosed again."""
+    import tomllib
+
+    from tests.test_cli import _unreadable_tb_run
+
+    _unreadable_tb_run(runs_root / "opaque")
+    at = app("run", run="opaque")
+    assert any("Not diagnosed" in plain(w.value) for w in at.warning)
+    at.selectbox(key="map-metric_a").set_value("train loss, per step")
+    at.selectbox(key="map-metric_b").set_value("ignore")
+    at.button[0].click().run()
+    saved = tomllib.loads((runs_root / "opaque" / "traindoc-tb.toml").read_text())
+    assert saved["map"]["metric_a"] == "train/loss" and saved["map"]["ignore"] == ["^metric_b$"]
+    at = app("run", run="opaque")
+    assert not any("Not diagnosed" in plain(w.value) for w in at.warning)
+    assert any("lr_too_high" in plain(e.value) for e in at.error)  # the exploding loss is seen now

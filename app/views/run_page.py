@@ -7,10 +7,12 @@ bytes are read, and plotly keeps the zoom (uirevision) across refreshes.
 from __future__ import annotations
 
 import json
+import os
 
 import streamlit as st
 
 from traindoc import format as fmt
+from traindoc.tb.mapping import MEANINGS, save_overrides
 
 from .. import charts
 from ..livechart import live_chart
@@ -52,6 +54,7 @@ def render() -> None:
     log_y = c2.toggle("Log-scale loss", key="log_y")
     c3.page_link(pages()["runs"], label="All runs")
     st.fragment(run_every=LIVE_REFRESH_SECS if live else None)(_body)(name, path, smoothing, log_y, live)
+    _mapping_panel(ld.series, path)  # outside the live fragment, so a refresh never resets a choice
 
 
 def _wait_for(root: str, name: str) -> None:
@@ -104,6 +107,29 @@ def _body(name: str, path: str, smoothing: float, log_y: bool, live: bool = Fals
                                      config={"displaylogo": False})
     with st.expander("Configuration and metadata"):
         st.json(json.loads(json.dumps(meta, default=str)), expanded=False)
+
+
+def _mapping_panel(run, path: str) -> None:
+    """For logs traindoc did not write: give the series it could not place a meaning. The
+    choice goes to traindoc-tb.toml beside the logs and the run is read and diagnosed again."""
+    if run.meta.get("source", "traindoc") == "traindoc":
+        return  # the collector's custom/ series are the user's own extras
+    tags = [k[len(fmt.CUSTOM_PREFIX):] for k in run.with_prefix(fmt.CUSTOM_PREFIX)]
+    if not tags:
+        return
+    choices = ["leave as is", *MEANINGS, "ignore"]
+    with st.expander(f"Series traindoc could not place ({len(tags)}): say what they are"):
+        with st.form("mapping"):
+            picked = {t: st.selectbox(md(t), choices, key=f"map-{t}") for t in tags[:40]}
+            if st.form_submit_button("Save and diagnose again"):
+                chosen = {t: MEANINGS[c] for t, c in picked.items() if c in MEANINGS}
+                ignored = [t for t, c in picked.items() if c == "ignore"]
+                if chosen or ignored:
+                    folder = path if os.path.isdir(path) else os.path.dirname(path)
+                    saved = save_overrides(folder, chosen, ignored)
+                    store().forget(path)
+                    st.toast(f"Saved to {os.path.basename(saved)}")
+                    st.rerun()
 
 
 def _findings(findings: list, ld) -> None:

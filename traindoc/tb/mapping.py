@@ -186,6 +186,65 @@ def load_overrides(*folders: str) -> tuple[dict, list, dict]:
     return {}, [], {}
 
 
+#: What a person can say a series is, in the app's words -> the traindoc series it feeds.
+MEANINGS = {
+    "train loss, per step": fmt.LOSS_RAW,
+    "train loss, per epoch": fmt.LOSS_EPOCH + "/mean",
+    "validation loss": fmt.VAL_LOSS,
+    "train accuracy": fmt.TRAIN_ACC,
+    "validation accuracy": fmt.VAL_ACC,
+    "learning rate": fmt.LR_PREFIX + "pg0",
+}
+
+
+def save_overrides(folder: str, mapping: dict[str, str], ignore: list[str] = ()) -> str:
+    """Add {tag: series} (and tags to ignore) to the override file in `folder`, keeping what
+    it already says; written whole to a temporary file and renamed. Returns its path."""
+    path = next((os.path.join(folder, n) for n in OVERRIDE_FILES if os.path.isfile(os.path.join(folder, n))),
+                os.path.join(folder, OVERRIDE_FILES[0]))
+    data: dict = {}
+    if os.path.isfile(path):
+        with open(path, "rb") as f:
+            raw = f.read()
+        if path.endswith(".json"):
+            data = json.loads(raw)
+        else:
+            import tomllib
+
+            data = tomllib.loads(raw.decode("utf-8"))
+    table = dict(data.get("map", {}))
+    table.update({str(k): str(v) for k, v in mapping.items()})
+    if ignore:
+        table["ignore"] = sorted(set(table.get("ignore", [])) | {"^" + re.escape(t) + "$" for t in ignore})
+    data["map"] = table
+    text = json.dumps(data, indent=1) if path.endswith(".json") else _toml(data)
+    tmp = path + ".tmp"
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write(text)
+    os.replace(tmp, path)
+    return path
+
+
+def _toml(data: dict) -> str:
+    """The override file's small TOML: tables of strings, numbers, booleans and string lists."""
+    def value(v):
+        if isinstance(v, bool):
+            return "true" if v else "false"
+        if isinstance(v, (int, float)):
+            return repr(v)
+        if isinstance(v, list):
+            return "[" + ", ".join(value(x) for x in v) + "]"
+        return json.dumps(str(v))  # a JSON string is a valid TOML basic string
+    lines = []
+    for name, table in data.items():
+        if not isinstance(table, dict):
+            continue
+        lines.append(f"[{name}]")
+        lines += [f"{json.dumps(str(k))} = {value(v)}" for k, v in table.items()]
+        lines.append("")
+    return "\n".join(lines)
+
+
 def map_tags(tags, keras: bool = False, overrides: dict | None = None, ignore=()) -> dict[str, list[str]]:
     """tag -> the traindoc series it feeds ([] = ignored). Unclaimed tags become custom scalars.
 
