@@ -20,6 +20,8 @@ from crc32c import crc32c
 from google.protobuf.message import DecodeError
 from tensorboard.compat.proto import event_pb2, types_pb2
 
+from traindoc.crc import crc32c_rows
+
 HEADER = 12
 FOOTER = 4
 MAX_RECORD = 1 << 28  # 256 MB: anything larger is a corrupt length, not a scalar event
@@ -48,48 +50,86 @@ def masked_crc(data) -> int:
 
 
 def read_scalars(data: bytes, start: int = 0, base: int = 0) -> Chunk:
-    """Decode the complete records of `data[start:]`; `base` is data's offset in the file."""
+    """Decode the complete records of `data[start:]`; `base` is data's offset in the file.
+
+    In passes, so that the per-record Python work is small: walk the lengths; check every
+    header's CRC at once in numpy; check the payloads' CRCs in one comprehension; then
+    parse what passed."""
     out = Chunk(size=base + len(data))
-    pos, n = start, len(data)
+    n = len(data)
     unpack = struct.unpack_from
+    starts, pos, stop = [], start, None
+    while pos + HEADER <= n:
+        (length,) = unpack("<Q", data, pos)
+        if length > MAX_RECORD:
+            stop = pos  # impossible, whatever its CRC says
+            break
+        end = pos + HEADER + length + FOOTER
+        if end > n:
+            if not _header_ok(data, pos):
+                stop = pos  # a damaged length, not a record still being written
+            break
+        starts.append(pos)
+        pos = end
+    if starts:
+        first_bad = _first_bad_header(data, starts)
+        if first_bad is not None:
+            stop, starts = starts[first_bad], starts[:first_bad]
+    if stop is not None:
+        out.unreadable_from = base + stop
+    out.end = base + (stop if stop is not None else pos)
+    if not starts:
+        return out
+    view = memoryview(data)
+    lengths = [unpack("<Q", data, p)[0] for p in starts]
+    crcs = np.fromiter((crc32c(view[p + HEADER:p + HEADER + k]) for p, k in zip(starts, lengths)), dtype=np.uint32,
+                       count=len(starts))
+    raw = np.frombuffer(data, dtype=np.uint8)
+    foot = np.asarray(starts, dtype=np.int64) + HEADER + np.asarray(lengths, dtype=np.int64)
+    stored = raw[foot[:, None] + np.arange(4)].copy().view("<u4").reshape(-1)
+    good = _mask(crcs) == stored
+    out.corrupt_records += int((~good).sum())
     parse = event_pb2.Event.FromString
     tags, steps, walls, values = out.tags, out.steps, out.walls, out.values
-    view = memoryview(data)
-    crc, k, m32 = crc32c, 0xA282EAD8, 0xFFFFFFFF
-    while pos + HEADER <= n:
-        length, length_crc = unpack("<QI", data, pos)
-        c = crc(view[pos:pos + 8])  # masked as in masked_crc, inline: this loop is the reader's hot path
-        if length > MAX_RECORD or (((c >> 15) | (c << 17)) + k) & m32 != length_crc:
-            out.unreadable_from = base + pos
-            break
-        body = pos + HEADER
-        end = body + length + FOOTER
-        if end > n:
-            break  # not written completely (yet)
-        payload = view[body:body + length]
-        c = crc(payload)
-        if (((c >> 15) | (c << 17)) + k) & m32 != unpack("<I", data, end - FOOTER)[0]:
-            out.corrupt_records += 1
-            pos = end
+    for p, k, ok in zip(starts, lengths, good.tolist()):
+        if not ok:
             continue
         try:
-            ev = parse(payload)
+            ev = parse(view[p + HEADER:p + HEADER + k])
         except DecodeError:
             out.corrupt_records += 1
-            pos = end
             continue
-        if ev.HasField("summary"):
-            for v in ev.summary.value:
-                # torch and tensorboardX write simple_value: the common case, without a call
-                x = v.simple_value if v.WhichOneof("value") == "simple_value" else _scalar(v)
-                if x is not None:
-                    tags.append(v.tag)
-                    steps.append(ev.step)
-                    walls.append(ev.wall_time)
-                    values.append(x)
-        pos = end
-    out.end = base + pos
+        summary = ev.summary.value  # empty for events without a summary (file version, graph)
+        if not summary:
+            continue
+        step, wall = ev.step, ev.wall_time
+        for v in summary:
+            # torch and tensorboardX write simple_value: the common case, without a call
+            x = v.simple_value if v.WhichOneof("value") == "simple_value" else _scalar(v)
+            if x is not None:
+                tags.append(v.tag)
+                steps.append(step)
+                walls.append(wall)
+                values.append(x)
     return out
+
+
+def _mask(crc: np.ndarray) -> np.ndarray:
+    """TFRecord's masking of CRC-32C values, vectorised (uint32 arithmetic wraps)."""
+    return ((crc >> np.uint32(15)) | (crc << np.uint32(17))) + np.uint32(0xA282EAD8)
+
+
+def _header_ok(data: bytes, pos: int) -> bool:
+    return masked_crc(data[pos:pos + 8]) == struct.unpack_from("<I", data, pos + 8)[0]
+
+
+def _first_bad_header(data: bytes, starts: list) -> int | None:
+    """Index of the first record whose length fails its CRC, or None: all headers at once."""
+    raw = np.frombuffer(data, dtype=np.uint8)
+    heads = raw[np.asarray(starts, dtype=np.int64)[:, None] + np.arange(HEADER)]
+    stored = heads[:, 8:].copy().view("<u4").reshape(-1)
+    bad = np.flatnonzero(_mask(crc32c_rows(heads[:, :8])) != stored)
+    return int(bad[0]) if len(bad) else None
 
 
 def _scalar(v) -> float | None:
