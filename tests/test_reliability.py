@@ -44,27 +44,31 @@ def test_sigterm_flushes_then_lets_the_process_end(root):
 def test_slow_storage_drops_counted_never_blocks(root, monkeypatch):
     real = writer_mod.RunWriter._write_records
 
+    writes = []
+
     def slow(self, packed):  # a disk that takes half a second per write
         time.sleep(0.5)
+        writes.append(1)
         return real(self, packed)
     monkeypatch.setattr(writer_mod.RunWriter, "_write_records", slow)
     model = torch.nn.Linear(2, 2)
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
     run = collector.attach(model, opt, root=root, name="slow", flush_secs=0.05, max_pending=1000)
-    worst, longest_queue = 0.0, 0
+    longest_queue = 0
     with warnings.catch_warnings(record=True) as w:
         warnings.simplefilter("always")
         for i in range(20000):
-            t0 = time.perf_counter()
             run.log({"x": float(i)}, step=i)
-            worst = max(worst, time.perf_counter() - t0)
             longest_queue = max(longest_queue, len(run._writer._queue))
+        writes_during_loop = len(writes)
         run.close()
     s = read_run(run.path)
     dropped = s.meta["records_dropped"]
     assert dropped > 0 and len(s.get("custom/x")) + dropped == 20000  # every record written or counted
     assert longest_queue <= 1000  # memory stays bounded
-    assert worst < 0.05  # the step never waited for the disk
+    # 20,000 calls went through while the disk finished only a handful of writes: no call
+    # waited for one (a count, not a clock: waiting would have meant 0.5 s per call)
+    assert writes_during_loop <= 10, writes_during_loop
     assert sum("dropping records" in str(x.message) for x in w) == 1
     assert any("dropping" in m for m in s.meta["warnings"])
 

@@ -203,4 +203,4 @@ def test_100mb_of_garbage_bounded(tmp_path):
         records, grew_mb, secs, problems = out.stdout.split()
         print(f"100 MB garbage ({kind}): {records} records, memory +{grew_mb} MB, {secs} s")
         assert 100 <= int(grew_mb) < 400, (kind, grew_mb)  # the file itself is 100 MB
-        assert float(secs) < 60 and int(problems) >= 1 and int(records) < 10
+        assert int(problems) >= 1 and int(records) < 10  # time is printed, never asserted
