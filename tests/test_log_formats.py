@@ -40,7 +40,7 @@ def test_hugging_face_trainer_state_with_checkpoints(tmp_path):
     out = tmp_path / "hf-out"
     args = TrainingArguments(output_dir=str(out), max_steps=60, learning_rate=1e-3, per_device_train_batch_size=16,
                              logging_steps=5, eval_strategy="steps", eval_steps=20, save_strategy="steps",
-                             save_steps=20, save_only_model=True, report_to=[], use_cpu=True, seed=0,
+                             save_steps=20, save_only_model=True, report_to=["tensorboard"], use_cpu=True, seed=0,
                              disable_tqdm=True)
 
     def accuracy(p):
@@ -48,9 +48,11 @@ def test_hugging_face_trainer_state_with_checkpoints(tmp_path):
     trainer = Trainer(model=BertForSequenceClassification(config), args=args, train_dataset=MarkerCounts(960, 0),
                       eval_dataset=MarkerCounts(200, 1), compute_metrics=accuracy)
     trainer.train()
-    assert sorted(os.listdir(out)) == ["checkpoint-20", "checkpoint-40", "checkpoint-60"]
+    assert {"checkpoint-20", "checkpoint-40", "checkpoint-60"} <= set(os.listdir(out))
     runs, not_runs = scan(str(tmp_path))
-    assert runs == [str(out)] and not_runs == []
+    # the trainer_state.json view and the TensorBoard logs nested under output_dir (runs/<date_host>/)
+    (tb_run,) = [r for r in runs if r != str(out)]
+    assert str(out) in runs and tb_run.startswith(str(out) + os.sep) and not_runs == []
     r = open_reader(str(out))
     r.poll()
     s = r.series()
@@ -62,6 +64,9 @@ def test_hugging_face_trainer_state_with_checkpoints(tmp_path):
     assert s.get("val/loss").to_dict() == pytest.approx({h["step"]: h["eval_loss"] for h in history
                                                          if "eval_loss" in h})
     assert list(s.get("val/acc").index) == [20, 40, 60]
+    tb = open_reader(tb_run)
+    tb.poll()
+    assert tb.series().get("train/loss").to_dict() == pytest.approx(losses, rel=1e-5)  # the same losses, as events
     assert s.meta["source"] == "hf" and s.meta["config"]["max_steps"] == 60
     (report,) = diagnose_path(str(out))
     assert report.diagnosed and report.error is None
