@@ -125,3 +125,55 @@ def test_lr_cuts_ignore_warmup_and_smooth_schedules():
 
 def test_thresholds_all_have_reasons():
     assert all(DEFAULT.reasons().values())
+
+
+# ---- rules that read other people's runs (issue 10) --------------------------------------
+def test_a_transient_nan_window_is_reported_and_the_rest_still_judged():
+    """One bad batch gave NaN, training went on: a warning, not 'diverged', and the
+    overfitting that the validation curve shows is still found."""
+    vals = list(0.3 + 2.0 * np.exp(-np.arange(80) / 10))
+    vals[30] = float("nan")
+    s = windows(vals)
+    s["train/loss/nonfinite"] = pd.Series([1.0 if i == 30 else 0.0 for i in range(80)], index=s["train/loss/mean"].index)
+    s["train/acc"] = pd.Series(np.linspace(0.5, 0.99, 80), index=s["train/loss/mean"].index)
+    s["val/acc"] = pd.Series([0.6, 0.75, 0.8, 0.82, 0.78, 0.74, 0.7, 0.66], index=np.arange(1, 9) * 100)
+    found = {f.rule: f for f in run_rules(run_of(s, {"num_classes": 10}))}
+    assert found["lr_too_high"].severity == "warning" and found["lr_too_high"].evidence["diverged"] is False
+    assert found["lr_too_high"].evidence["first_nonfinite_step"] == 310
+    assert "overfitting" in found
+
+
+def _acc_run(train, val, num_classes=10, where="meta"):
+    steps = np.arange(1, len(train) + 1) * 100
+    s = windows(list(2.3 * np.exp(-np.arange(len(train)) / 3) + 1.0), every=100)
+    s["train/acc"] = pd.Series(train, index=steps)
+    s["val/acc"] = pd.Series(val, index=steps)
+    meta = {"num_classes": num_classes} if where == "meta" else {"config": {"num_classes": num_classes}}
+    return run_of(s, meta)
+
+
+def test_validation_above_training_is_not_underfitting():
+    """Heavy augmentation keeps train accuracy below validation accuracy; the model is not too small."""
+    run = _acc_run(np.linspace(0.30, 0.55, 12), np.linspace(0.40, 0.66, 12))
+    assert "underfitting" not in {f.rule for f in run_rules(run)}
+    low = _acc_run(np.linspace(0.20, 0.31, 12), np.linspace(0.20, 0.30, 12))  # both low and level: still found
+    assert "underfitting" in {f.rule for f in run_rules(low)}
+
+
+@pytest.mark.parametrize("where", ["meta", "config"])
+def test_collapse_to_chance_is_lr_too_high_not_underfitting(where):
+    """A learning rate that blew a classifier back to predicting the prior (10 classes: 0.1)."""
+    acc = [0.3, 0.5, 0.6, 0.45, 0.2, 0.11, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1]
+    found = {f.rule: f for f in run_rules(_acc_run(acc, [a - 0.01 for a in acc], where=where))}
+    assert "underfitting" not in found
+    assert found["lr_too_high"].evidence["collapsed_to_chance"] is True
+    assert found["lr_too_high"].evidence["chance_acc"] == pytest.approx(0.1)
+
+
+def test_one_class_count_for_every_rule():
+    """num_classes in the config (not the metadata) serves initial_loss and the accuracy rules alike."""
+    from traindoc.rules.curves import num_classes
+    from traindoc.rules.fit_gap import end_state
+
+    run = _acc_run(np.linspace(0.2, 0.3, 12), np.linspace(0.2, 0.3, 12), num_classes=5, where="config")
+    assert num_classes(run) == 5 and end_state(run, DEFAULT).chance == pytest.approx(0.2)

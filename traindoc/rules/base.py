@@ -78,6 +78,9 @@ class Thresholds:
     overfit_confirm: int = _why(2, "the fall must hold on at least 2 evaluations after the peak")
     overfit_train_rise: float = _why(0.01, "train accuracy keeps rising: at least 1 point above where it was at the validation peak")
 
+    collapse_from: float = _why(0.2, "accuracy that had covered 20% of the way from chance to perfect has really learned something")
+    collapse_to: float = _why(0.05, "back within 5% of that way from chance at the end: the model predicts the class prior again")
+
     # underfitting / train_longer
     gap_small: float = _why(0.02, "train and validation accuracy within 2 points: the gap is too small to say the model is fitting the data")
     low_progress: float = _why(0.75, "train accuracy that closed less than 75% of the distance from chance to perfect is low")

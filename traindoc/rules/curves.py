@@ -45,6 +45,15 @@ def loss_curve(run: RunSeries) -> Curve | None:
     Uses the collector's windows (mean, var, count) when present; otherwise builds
     rolling windows from a per-step series (TensorBoard runs), so noise is known either way.
     """
+    c = raw_loss_curve(run)
+    if c is None:
+        return None
+    keep = np.isfinite(c.mean)  # a NaN/inf window is reported by lr_too_high; the rest is judged
+    return c if keep.all() else Curve(c.steps[keep], c.mean[keep], c.se[keep])
+
+
+def raw_loss_curve(run: RunSeries) -> Curve | None:
+    """The loss curve with its non-finite windows (what lr_too_high looks at for divergence)."""
     mean_key = fmt.LOSS_WINDOW + "/mean"
     if run.has(mean_key):
         m = run.get(mean_key)
@@ -141,6 +150,16 @@ def first_loss(run: RunSeries, c: Curve) -> float:
     s = series_or_none(run, fmt.LOSS_FIRST, fmt.LOSS_RAW)
     v = float(s.iloc[0]) if s is not None else float("nan")
     return v if np.isfinite(v) else float(c.mean[0])
+
+
+def num_classes(run: RunSeries) -> int | None:
+    """C from the metadata or the config, if the run says: the one lookup every rule uses."""
+    for source in (run.meta, run.meta.get("config") or {}):
+        for key in ("num_classes", "n_classes", "classes"):
+            v = source.get(key)
+            if isinstance(v, (int, float)) and not isinstance(v, bool) and v >= 2:
+                return int(v)
+    return None
 
 
 def series_or_none(run: RunSeries, *keys: str) -> pd.Series | None:

@@ -9,7 +9,7 @@ import numpy as np
 from traindoc import format as fmt
 
 from .base import Thresholds
-from .curves import series_or_none
+from .curves import num_classes, series_or_none
 
 
 @dataclass
@@ -35,6 +35,23 @@ def _rise(s, start_step: float) -> float:
     return float(slope * (x[-1] - x[0]))
 
 
+def collapsed(run, cfg: Thresholds) -> dict | None:
+    """Train accuracy that rose well above chance and fell back to it: what a learning rate
+    far too high does (the model ends up predicting the class prior), not underfitting."""
+    ta = series_or_none(run, fmt.TRAIN_ACC, fmt.TRAIN_ACC_EPOCH)
+    c = num_classes(run)
+    if ta is None or c is None or len(ta) < 4:
+        return None
+    chance = 1.0 / c
+    progress = (ta.to_numpy(dtype=float) - chance) / (1 - chance)
+    tail = float(progress[-max(1, len(progress) // 10):].mean())
+    best_i = int(np.argmax(progress))
+    if progress[best_i] >= cfg.collapse_from and tail <= cfg.collapse_to and best_i < len(progress) - 1:
+        return {"collapsed_to_chance": True, "best_train_acc": float(ta.iloc[best_i]),
+                "best_step": int(ta.index[best_i]), "final_train_acc": float(ta.iloc[-1]), "chance_acc": chance}
+    return None
+
+
 def end_state(run, cfg: Thresholds) -> EndState | None:
     """None when the run lacks train or validation accuracy (the rules then stay silent)."""
     ta = series_or_none(run, fmt.TRAIN_ACC, fmt.TRAIN_ACC_EPOCH)
@@ -45,7 +62,7 @@ def end_state(run, cfg: Thresholds) -> EndState | None:
     n_tail = max(1, len(ta) // 10)
     train_end = float(ta.iloc[-n_tail:].mean())
     val_end = float(va.iloc[-min(2, len(va)):].mean())
-    c = run.meta.get("num_classes") or (run.meta.get("config") or {}).get("num_classes")
-    chance = 1.0 / c if isinstance(c, (int, float)) and c >= 2 else float(min(ta.iloc[0], va.iloc[0]))
+    c = num_classes(run)
+    chance = 1.0 / c if c else float(min(ta.iloc[0], va.iloc[0]))
     return EndState(train_end, val_end, train_end - val_end, _rise(ta, 2 * last / 3), _rise(va, 2 * last / 3),
                     chance, int(min(ta.index[0], va.index[0])), last)

@@ -7,20 +7,10 @@ import math
 from traindoc import format as fmt
 
 from .base import Finding, Thresholds
-from .curves import series_or_none
+from .curves import num_classes, series_or_none
 
 ID = "initial_loss"
 NEEDS = ("first train loss", "number of classes")
-
-
-def num_classes(run) -> int | None:
-    """C from the metadata or the config, if the run says."""
-    for source in (run.meta, run.meta.get("config") or {}):
-        for key in ("num_classes", "n_classes", "classes"):
-            v = source.get(key)
-            if isinstance(v, (int, float)) and not isinstance(v, bool) and v >= 2:
-                return int(v)
-    return None
 
 
 def check(run, cfg: Thresholds) -> list[Finding]:

@@ -7,7 +7,8 @@ import numpy as np
 from traindoc import format as fmt
 
 from .base import Finding, Thresholds
-from .curves import Curve, first_loss, fitted_change, loss_curve, noise
+from .curves import Curve, first_loss, fitted_change, loss_curve, noise, raw_loss_curve
+from .fit_gap import collapsed
 
 ID = "lr_too_high"
 NEEDS = ("train loss",)
@@ -16,34 +17,54 @@ ADVICE = "Lower the learning rate (try 3x to 10x lower), or introduce LR decay."
 
 def check(run, cfg: Thresholds) -> list[Finding]:
     """Divergence first (NaN/inf or a loss far above its start), then a noisy high stall."""
-    c = loss_curve(run)
-    if c is None or len(c) < 2:
+    raw = raw_loss_curve(run)
+    if raw is None or len(raw) < 2:
         return []
-    diverged = _diverged(run, c, cfg)
-    if diverged:
-        return [diverged]
+    nonfinite = _nonfinite(run, raw)
+    if nonfinite is not None and nonfinite.evidence["diverged"]:
+        return [nonfinite]
+    out = [nonfinite] if nonfinite is not None else []
+    c = loss_curve(run)  # the finite part: a transient NaN window does not hide the rest
+    exploded = _exploded(run, c, cfg) if len(c) >= 2 else None
+    if exploded:
+        return out + [exploded]
+    collapse = collapsed(run, cfg)
+    if collapse:
+        out.append(Finding(ID, "warning", (collapse["best_step"], int(raw.steps[-1])), collapse,
+                           "Accuracy rose, then fell back to chance: the model now predicts only the class "
+                           "prior. " + ADVICE))
     if len(c) < cfg.min_windows:
-        return []
-    return _stall(c, cfg)
+        return out
+    return out + _stall(c, cfg)
 
 
-def _diverged(run, c: Curve, cfg: Thresholds) -> Finding | None:
+def _nonfinite(run, c: Curve) -> Finding | None:
+    """NaN/inf losses: divergence (error) when the run never got finite again, else a
+    warning about the windows that had them, the rest of the run still judged."""
     last = int(c.steps[-1])
-    bad = ~np.isfinite(c.mean)
-    nonfinite = run.get(fmt.LOSS_WINDOW + "/nonfinite")
-    if len(nonfinite) and (nonfinite > 0).any():
-        first_bad = int(nonfinite[nonfinite > 0].index[0])
-    elif bad.any():
-        first_bad = int(c.steps[np.argmax(bad)])
-    else:
-        first_bad = None
-    if first_bad is not None:
-        return Finding(ID, "error", (first_bad, last), {
-            "diverged": True, "first_nonfinite_step": first_bad,
-            "last_finite_loss": float(c.mean[np.isfinite(c.mean)][-1]) if np.isfinite(c.mean).any() else None,
-        }, "The loss diverged to NaN/inf: " + ADVICE[0].lower() + ADVICE[1:])
+    counts = run.get(fmt.LOSS_WINDOW + "/nonfinite").reindex(c.steps).fillna(0).to_numpy()
+    bad = ~np.isfinite(c.mean) | (counts > 0)
+    if not bad.any():
+        return None
+    first_bad = int(c.steps[np.argmax(bad)])
+    finite = np.isfinite(c.mean)
+    recovered = not bad[-1] and bool(finite[np.argmax(bad):].any())
+    evidence = {"diverged": not recovered, "first_nonfinite_step": first_bad,
+                "nonfinite_windows": int(bad.sum()),
+                "last_finite_loss": float(c.mean[finite][-1]) if finite.any() else None}
+    if not recovered:
+        return Finding(ID, "error", (first_bad, last), evidence,
+                       "The loss diverged to NaN/inf: " + ADVICE[0].lower() + ADVICE[1:])
+    return Finding(ID, "warning", (first_bad, int(c.steps[np.flatnonzero(bad)[-1]])), evidence,
+                   "Some batches gave NaN/inf losses and training went on: lower the learning rate or "
+                   "clip gradients, and check those batches' data.")
+
+
+def _exploded(run, c: Curve, cfg: Thresholds) -> Finding | None:
+    """A finite loss far above where it started, at any time, warm-up or not."""
+    last = int(c.steps[-1])
     start = first_loss(run, c)
-    if start > 0:  # an explosion counts at any time, warm-up or not
+    if start > 0:
         peak_i = int(np.argmax(c.mean))
         peak = c.mean[peak_i]
         if peak > cfg.explode_factor * start and peak - start > cfg.noise_sigmas * noise(c):

@@ -13,7 +13,7 @@ from traindoc import format as fmt
 from traindoc.reader import RunSeries
 
 from .base import Thresholds
-from .curves import loss_curve, lr_series
+from .curves import loss_curve, lr_series, num_classes
 
 #: The rules that read the curves; a run none of them could judge is not diagnosed.
 CURVE_RULES = ("lr_too_low", "lr_too_high", "early_decay", "overfitting", "underfitting", "train_longer")
@@ -41,7 +41,7 @@ CHECKS = {
     "train loss": _loss,
     "learning rate": lambda run, cfg: None if lr_series(run) is not None else "learning rate",
     "first train loss": _series("first train loss", fmt.LOSS_FIRST, fmt.LOSS_RAW, fmt.LOSS_WINDOW + "/mean"),
-    "number of classes": lambda run, cfg: None if run.meta.get("num_classes") else "number of classes",
+    "number of classes": lambda run, cfg: None if num_classes(run) else "number of classes",
     "validation accuracy or loss": _series("validation accuracy or loss", fmt.VAL_ACC, fmt.VAL_LOSS),
     "train accuracy or loss": _series("train accuracy or loss", fmt.TRAIN_ACC, fmt.TRAIN_ACC_EPOCH,
                                       fmt.LOSS_WINDOW + "/mean", fmt.LOSS_RAW, fmt.LOSS_EPOCH + "/mean"),

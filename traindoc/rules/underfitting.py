@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from .base import Finding, Thresholds
-from .fit_gap import end_state
+from .fit_gap import collapsed, end_state
 
 ID = "underfitting"
 NEEDS = ("train accuracy", "validation accuracy")
@@ -12,10 +12,11 @@ NEEDS = ("train accuracy", "validation accuracy")
 def check(run, cfg: Thresholds) -> list[Finding]:
     """Low = far from perfect relative to chance; small gap = within `gap_small`."""
     st = end_state(run, cfg)
-    if st is None or st.chance >= 1:
-        return []
+    if st is None or st.chance >= 1 or collapsed(run, cfg):
+        return []  # a collapse back to chance is lr_too_high's
     progress = (st.train_end - st.chance) / (1 - st.chance)
-    if st.gap < cfg.gap_small and progress < cfg.low_progress:
+    # validation above training (heavy augmentation, dropout) is no sign of underfitting
+    if abs(st.gap) < cfg.gap_small and progress < cfg.low_progress:
         return [Finding(ID, "warning", (st.first_step, st.last_step), {
             "final_train_acc": st.train_end, "final_val_acc": st.val_end, "gap": st.gap,
             "chance_acc": st.chance, "progress_from_chance": progress,
