@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import os
 import subprocess
 import sys
@@ -262,44 +263,57 @@ if __name__ == "__main__":
 # ---- gradient accumulation in both frameworks, against the loss each one reports -------------
 @pytest.mark.slow
 def test_lightning_accumulation_records_undivided_losses(tmp_path):
-    """accumulate_grad_batches=4 divides the loss Lightning hands to callbacks by 4; the run
-    must hold the losses training_step returned (read with .item() in the test)."""
+    """A tiny causal LM under accumulate_grad_batches=4: Lightning hands callbacks the loss
+    divided by 4; the run must hold the losses the module itself reports with self.log
+    (read back from the logger, and with .item() in the test), and the vocabulary as classes."""
     import lightning as L
+    from lightning.pytorch.loggers import CSVLogger
 
     import traindoc.collector.lightning
 
     truth = []
 
-    class Module(L.LightningModule):
-        def __init__(self):
+    class TinyLM(L.LightningModule):
+        def __init__(self, vocab=64):
             super().__init__()
             torch.manual_seed(0)
-            self.net = generate.mlp(32)
+            self.emb = torch.nn.Embedding(vocab, 32)
+            self.head = torch.nn.Linear(32, vocab)
 
         def training_step(self, batch, _):
-            x, y = batch
-            loss = F.cross_entropy(self.net(x), y)
+            (x,) = batch
+            logits = self.head(torch.tanh(self.emb(x[:, :-1])))  # predict token i+1 from token i
+            loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), x[:, 1:].reshape(-1))
             truth.append(loss.item())
+            self.log("train_loss", loss, on_step=True, on_epoch=False)
             return loss
 
         def configure_optimizers(self):
-            return torch.optim.SGD(self.parameters(), lr=0.05)
+            return torch.optim.AdamW(self.parameters(), lr=3e-3)
 
     torch.set_num_threads(1)
-    (x, y), _ = generate.cluster_data(1024)
-    data = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, y), batch_size=16)
-    trainer = L.Trainer(max_epochs=1, accumulate_grad_batches=4, accelerator="cpu", logger=False,
-                        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+    g = torch.Generator().manual_seed(0)
+    start = torch.randint(0, 64, (1024, 1), generator=g)
+    tokens = (start + torch.arange(16) * 3) % 64
+    data = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(tokens), batch_size=16)
+    trainer = L.Trainer(max_epochs=1, accumulate_grad_batches=4, accelerator="cpu", log_every_n_steps=1,
+                        logger=CSVLogger(str(tmp_path / "logs")), enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False,
                         callbacks=[traindoc.collector.lightning.Collector(root=str(tmp_path), name="acc",
-                                                                          log_every=4)])
-    trainer.fit(Module(), data)
+                                                                          log_every=4, num_classes=64)])
+    trainer.fit(TinyLM(), data)
     s = read_run(str(tmp_path / "acc"))
-    assert s.meta["steps"] == 16 and len(truth) == 64
+    assert s.meta["steps"] == 16 and len(truth) == 64 and s.meta["num_classes"] == 64
     mean = s.get("train/loss/mean")
     for k, step in enumerate(mean.index):
         window = torch.tensor(truth[16 * k:16 * (k + 1)], dtype=torch.float64)
         assert mean[step] == pytest.approx(window.mean().item(), rel=1e-5)
+    logged = [float(r["train_loss"]) for r in csv.DictReader(open(tmp_path / "logs" / "lightning_logs" / "version_0"
+                                                                  / "metrics.csv")) if r.get("train_loss")]
+    # what Lightning itself reports: one value per optimizer step, the last micro-batch's, undivided
+    assert len(logged) == 16 and logged == pytest.approx(truth[3::4], rel=1e-5)
     assert s.get("train/loss/first").iloc[0] == pytest.approx(truth[0], rel=1e-5)
+    assert truth[0] == pytest.approx(np.log(64), rel=0.15)
     (report,) = diagnose_path(str(tmp_path / "acc"))
     assert "initial_loss" not in {f.rule for f in report.findings}
 

@@ -125,3 +125,23 @@ def test_installed_wheel_serves_a_live_chart(installed, tmp_path):
         server.wait(15)
         trainer.wait()
         log.close()
+
+
+def _source_folder(package: str, dirs: dict) -> str:
+    """Where a package's files live in the checkout, by the build's package-dir mapping."""
+    head = next(p for p in sorted(dirs, key=len, reverse=True) if package == p or package.startswith(p + "."))
+    return os.path.join(ROOT, dirs[head], *[x for x in package[len(head):].split(".") if x])
+
+
+def test_every_package_data_pattern_names_real_files():
+    """package-data once named files that did not exist (app/.streamlit/*.toml)."""
+    import tomllib
+
+    with open(os.path.join(ROOT, "pyproject.toml"), "rb") as f:
+        tool = tomllib.load(f)["tool"]["setuptools"]
+    dirs = tool["package-dir"]
+    for package, patterns in tool["package-data"].items():
+        for pattern in patterns:
+            assert glob.glob(os.path.join(_source_folder(package, dirs), pattern)), (package, pattern)
+    for package in tool["packages"]:  # and every listed package exists where the mapping says
+        assert os.path.isdir(_source_folder(package, dirs)), package
