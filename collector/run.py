@@ -246,7 +246,7 @@ class Run:
             return
         self._emit_stats(self._reduce(self._window.close(self._deferrable())), fmt.LOSS_WINDOW, fmt.TRAIN_ACC, step)
         if self._skipped_dev is not None:
-            self._defer(self._skipped_dev.reshape(1), lambda vals: [("train/skipped_steps", vals[0])], step)
+            self._defer(self._skipped_dev.reshape(1), lambda vals: [(fmt.SKIPPED_STEPS, vals[0])], step)
 
     def _deferrable(self) -> bool:
         """Window statistics may be left to the writer thread: a writer, and no collective."""
