@@ -177,3 +177,35 @@ def test_one_class_count_for_every_rule():
 
     run = _acc_run(np.linspace(0.2, 0.3, 12), np.linspace(0.2, 0.3, 12), num_classes=5, where="config")
     assert num_classes(run) == 5 and end_state(run, DEFAULT).chance == pytest.approx(0.2)
+
+
+def _schedule_run(lr_fn, floor_at, n=100):
+    """Loss windows falling fast while the LR is high, flat once it reaches its floor."""
+    t = np.arange(n)
+    loss = np.where(t < floor_at, 2.3 - 1.5 * t / floor_at, 0.8)  # stalls where the LR bottomed out
+    s = windows(loss)
+    steps = s["train/loss/mean"].index
+    s["lr/pg0"] = pd.Series([lr_fn(k) for k in range(n)], index=steps)
+    return run_of(s, {"source": "tensorboard"})
+
+
+@pytest.mark.parametrize("shape", ["cosine", "linear", "exponential"])
+def test_early_decay_whatever_the_schedule_shape(shape):
+    floor_at = 30  # the schedule bottoms out at 30% of the run
+    fn = {"cosine": lambda k: 1e-4 + (0.1 - 1e-4) * 0.5 * (1 + math.cos(math.pi * min(k, floor_at) / floor_at)),
+          "linear": lambda k: max(1e-4, 0.1 * (1 - k / floor_at)),
+          "exponential": lambda k: 0.1 * 0.8 ** min(k, floor_at)}[shape]
+    found = {f.rule: f for f in run_rules(_schedule_run(fn, floor_at))}
+    assert "early_decay" in found, sorted(found)
+    ev = found["early_decay"].evidence  # by the floor, or by the last sharp step down to it
+    assert ev.get("floor_step", ev.get("cut_step")) <= 350
+
+
+def test_a_schedule_that_ends_at_its_floor_is_healthy():
+    """Cosine to 1e-4 over the whole budget, the loss still improving to the end: no early decay."""
+    n = 100
+    t = np.arange(n)
+    s = windows(0.3 + 2.0 * np.exp(-t / 25))
+    s["lr/pg0"] = pd.Series([1e-4 + (0.1 - 1e-4) * 0.5 * (1 + math.cos(math.pi * k / n)) for k in range(n)],
+                            index=s["train/loss/mean"].index)
+    assert "early_decay" not in rules_fired(s, {"source": "tensorboard"})

@@ -71,6 +71,8 @@ class Thresholds:
     cut_span_frac: float = _why(0.05, "cosine or linear schedules take far longer than 5% of the run to halve the LR")
     decay_pre_rate: float = _why(0.1, "before the cut the loss was still falling fast: at least 10% of its level over the span before the cut")
     decay_post_ratio: float = _why(0.25, "after the cut the loss flattens: its rate of fall is under a quarter of the rate before")
+    floor_frac: float = _why(0.05, "an LR under 5% of its peak hardly moves the weights any more, whatever the schedule's shape")
+    floor_by: float = _why(0.6, "reaching that floor with 40% of the budget left is long before the end; cosine or linear schedules meant to end there reach it in their last steps")
 
     # overfitting
     overfit_acc_drop: float = _why(0.02, "validation accuracy 2 points below its peak is a real fall, beyond eval noise on a few thousand samples")
