@@ -51,3 +51,37 @@ def score_batches(batches: list, ignore_index: int | None):
         if m is not None:
             counted.append(m)
     return corrects, total, counted
+
+
+class LabelPrior:
+    """The targets of the first window, kept until it closes: the entropy of their class
+    frequencies is the loss of a model that predicts only the class prior, a level a stuck
+    run sits at. Counted once, so it costs nothing after the first window."""
+
+    def __init__(self, limit: int = 1 << 24):
+        self.targets: list = []
+        self.numel = 0
+        self.limit = limit  # target elements kept at most (128 MB of int64 would be absurd)
+
+    def add(self, target: torch.Tensor) -> None:
+        if self.numel < self.limit:
+            t = target.detach().reshape(-1)
+            self.targets.append(t if t.device.type == "cpu" else t.clone())
+            self.numel += t.numel()
+
+    def entropy(self, classes: int | None, ignore_index: int | None) -> torch.Tensor | None:
+        """Entropy (nats) of the class frequencies seen, as a 1-element device tensor.
+
+        A scatter-add into classes + 1 bins (the last one takes ignored targets), never
+        boolean indexing or bincount, which size their output on the host: no sync."""
+        if not self.targets or not classes:
+            return None
+        t = torch.cat(self.targets).long()
+        keep = t >= 0
+        if ignore_index is not None and ignore_index >= 0:
+            keep = keep & t.ne(ignore_index)
+        t = torch.where(keep, t.clamp(max=classes), torch.full_like(t, classes))
+        counts = torch.zeros(classes + 1, dtype=torch.float64, device=t.device)
+        counts.scatter_add_(0, t, torch.ones_like(t, dtype=torch.float64))
+        p = counts[:classes] / counts[:classes].sum().clamp(min=1)
+        return -(p * torch.log(p.clamp(min=1e-300))).sum().reshape(1)

@@ -20,7 +20,7 @@ import torch
 from traindoc import format as fmt
 
 from . import identity, lifecycle, stats
-from .accuracy import DEFAULT_IGNORE_INDEX, classes_of
+from .accuracy import DEFAULT_IGNORE_INDEX, LabelPrior, classes_of
 from .hooks import HparamRecorder, StepHooks
 from .meta import initial_meta
 from .ranks import Ranks
@@ -80,6 +80,7 @@ class Run:
         self._first_logged = False
         self._resumed = False
         self._skipped_dev = None  # GPU + fused optimizer: skipped steps, counted on the device
+        self._prior: LabelPrior | None = LabelPrior()  # until the first window closes
         self.ranks = Ranks()
 
         self.name = identity.safe_name(name) if name else time.strftime("run-%Y%m%d-%H%M%S") + f"-{os.getpid()}"
@@ -145,6 +146,8 @@ class Run:
                 if self._num_classes is None:
                     self._note_classes(classes_of(output, target))
                 self._window.add_batch(output, target)
+                if self._prior is not None and output.dim() == target.dim() + 1 and not target.is_floating_point():
+                    self._prior.add(target)
             elif accuracy is not None:
                 self._window.add_fraction(accuracy)
         except Exception as exc:
@@ -201,6 +204,7 @@ class Run:
                 if merged < self.ranks.world and collective and self._writer is not None:
                     self._writer.meta["last_window_ranks"] = merged
                 self._emit_stats(part, fmt.LOSS_WINDOW, fmt.TRAIN_ACC)
+            self._emit_prior()
         except Exception as exc:
             self._warn("close", f"traindoc: could not close the last window: {exc!r}")
         self.closed = True
@@ -245,8 +249,17 @@ class Run:
         if not self._window.has_data and not collective:
             return
         self._emit_stats(self._reduce(self._window.close(self._deferrable())), fmt.LOSS_WINDOW, fmt.TRAIN_ACC, step)
+        self._emit_prior(step)
         if self._skipped_dev is not None:
             self._defer(self._skipped_dev.reshape(1), lambda vals: [(fmt.SKIPPED_STEPS, vals[0])], step)
+
+    def _emit_prior(self, step: int | None = None) -> None:
+        """Once, with the first window: the entropy of the class frequencies its targets had."""
+        prior, self._prior = self._prior, None
+        if prior is not None:
+            h = prior.entropy(self._num_classes, self.ignore_index)
+            if h is not None:
+                self._defer(h, lambda vals: [(fmt.LABEL_ENTROPY, vals[0])], step)
 
     def _deferrable(self) -> bool:
         """Window statistics may be left to the writer thread: a writer, and no collective."""

@@ -336,3 +336,23 @@ def test_static_output_buffers_are_copied_where_not_kept_by_reference(root):
         [t[:5].var(unbiased=False).item(), t[5:].var(unbiased=False).item()], rel=1e-5)
     assert s.get("train/acc").tolist() == pytest.approx([sum(accs[:5]) / 5, sum(accs[5:]) / 5])
     assert s.get("custom/acc_given").tolist() == pytest.approx(accs)
+
+
+def test_label_entropy_of_the_first_window(root):
+    """The entropy of the first window's class frequencies (ignored targets aside), once."""
+    import math
+
+    model = torch.nn.Linear(4, 5)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    run = collector.attach(model, opt, root=root, name="prior", log_every=2, ratio_every=0, ignore_index=4)
+    targets = [torch.tensor([0, 0, 0, 1, 4, -100]), torch.tensor([0, 1, 2, 2, 4, 4]), torch.tensor([3, 3, 3, 3, 3, 3])]
+    for y in targets:
+        out = model(torch.randn(len(y), 4))
+        loss = out.pow(2).mean()
+        opt.zero_grad(); loss.backward(); opt.step()
+        run.log_train(loss, output=out, target=y)
+    run.close()
+    counts = [4, 2, 2, 0]  # the first window (two steps): 4 and -100 ignored
+    p = [c / sum(counts) for c in counts if c]
+    s = read_run(run.path)
+    assert s.get("train/label_entropy").tolist() == [pytest.approx(-sum(x * math.log(x) for x in p))]

@@ -209,3 +209,17 @@ def test_a_schedule_that_ends_at_its_floor_is_healthy():
     s["lr/pg0"] = pd.Series([1e-4 + (0.1 - 1e-4) * 0.5 * (1 + math.cos(math.pi * k / n)) for k in range(n)],
                             index=s["train/loss/mean"].index)
     assert "early_decay" not in rules_fired(s, {"source": "tensorboard"})
+
+
+def test_a_loss_stuck_at_the_label_entropy_is_lr_too_high():
+    """nanoGPT at LR 0.3: a fast drop to the entropy of the character frequencies, then flat there."""
+    t = np.arange(100)
+    entropy = 3.3
+    loss = entropy + 1.0 * np.exp(-t / 3)  # reaches the prior in a few windows and stays
+    s = windows(loss, var=0.001)
+    s["train/label_entropy"] = pd.Series([entropy], index=[500])
+    found = {f.rule: f for f in run_rules(run_of(s))}
+    assert found["lr_too_high"].evidence["stuck_at_label_entropy"] is True
+    healthy = windows(2.2 + 2.0 * np.exp(-t / 15), var=0.001)  # well below the prior: learning
+    healthy["train/label_entropy"] = pd.Series([entropy], index=[500])
+    assert "lr_too_high" not in rules_fired(healthy)

@@ -47,6 +47,7 @@ LOSS_EPOCH = "train_epoch/loss"
 LOSS_FIRST = "train/loss/first"  # the first logged batch loss, unaveraged
 LOSS_RAW = "train/loss"  # a per-step loss without windows (imported TensorBoard runs)
 TRAIN_ACC = "train/acc"
+LABEL_ENTROPY = "train/label_entropy"  # entropy (nats) of the first window's class frequencies
 SKIPPED_STEPS = "train/skipped_steps"  # GPU + fused optimizer under GradScaler: steps it skipped
 TRAIN_ACC_EPOCH = "train_epoch/acc"
 EPOCH = "epoch"

@@ -64,6 +64,7 @@ class Thresholds:
     high_fast_frac: float = _why(0.25, "see high_fast_share; the stall and rebound tests keep healthy runs out")
     high_stall_level: float = _why(0.35, "a stall counts as high when the loss stays above 35% of its starting value")
     high_rebound: float = _why(0.1, "climbing back by 10% of the drop it had made is getting worse, not settling")
+    prior_band: float = _why(0.03, "a loss within 3% of the labels' entropy (or within its noise) is the loss of predicting the class prior")
     high_osc_ratio: float = _why(3.0, "window means that scatter 3x more than their own standard errors oscillate, rather than wander by batch noise")
 
     # early_decay

@@ -7,7 +7,7 @@ import numpy as np
 from traindoc import format as fmt
 
 from .base import Finding, Thresholds
-from .curves import Curve, first_loss, fitted_change, loss_curve, noise, raw_loss_curve
+from .curves import Curve, first_loss, fitted_change, loss_curve, noise, raw_loss_curve, series_or_none
 from .fit_gap import collapsed
 
 ID = "lr_too_high"
@@ -35,7 +35,8 @@ def check(run, cfg: Thresholds) -> list[Finding]:
                            "prior. " + ADVICE))
     if len(c) < cfg.min_windows:
         return out
-    return out + _stall(c, cfg)
+    prior = _stuck_at_prior(run, c, cfg)
+    return out + ([prior] if prior else _stall(c, cfg))
 
 
 def _nonfinite(run, c: Curve) -> Finding | None:
@@ -72,6 +73,31 @@ def _exploded(run, c: Curve, cfg: Thresholds) -> Finding | None:
                 "diverged": True, "first_loss": start, "peak_loss": peak, "peak_over_first": peak / start,
             }, "The loss exploded above where it started: " + ADVICE[0].lower() + ADVICE[1:])
     return None
+
+
+def _stuck_at_prior(run, c: Curve, cfg: Thresholds) -> Finding | None:
+    """The loss fell fast to the entropy of the label distribution (recorded by the collector)
+    and stayed there for the second half: the model predicts only the class prior, which a
+    learning rate far too high leaves it doing."""
+    h = series_or_none(run, fmt.LABEL_ENTROPY)
+    if h is None or float(h.iloc[0]) <= 0:
+        return None
+    entropy, last = float(h.iloc[0]), float(c.steps[-1])
+    band = max(cfg.prior_band * entropy, cfg.noise_sigmas * noise(c))
+    near = np.abs(c.mean - entropy) <= band
+    late = c.steps >= 0.5 * last
+    start = first_loss(run, c)
+    if not late.any() or near[late].mean() < 0.9 or start <= entropy + band:
+        return None
+    reached = int(c.steps[np.argmax(near)])
+    if reached > cfg.high_fast_frac * last:
+        return None  # a slow approach is lr_too_low's to judge
+    tail = float(c.mean[late].mean())
+    return Finding(ID, "warning", (reached, int(last)), {
+        "stuck_at_label_entropy": True, "label_entropy": entropy, "final_loss": tail, "first_loss": start,
+        "reached_at_step": reached,
+    }, "The loss dropped fast to the entropy of the labels and stayed there: the model predicts only the "
+       "class prior. " + ADVICE)
 
 
 def _stall(c: Curve, cfg: Thresholds) -> list[Finding]:
