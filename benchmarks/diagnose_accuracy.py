@@ -1,0 +1,127 @@
+"""How the six curve rules fare on runs they were not tuned on: the corpus (corpus/), scored
+leave-one-family-out.
+
+For each task family in turn, a few thresholds are chosen from a small grid to maximise
+macro-F1 on the other families, and the held-out family is diagnosed with them; the
+table adds up those held-out verdicts. The same table with the default thresholds on
+every run is printed too: those were calibrated on sample_runs/, not on this corpus. Labels come from corpus/labels.json (how
+each run was made, LABELS.md); a finding the label allows is no false alarm.
+
+usage: python benchmarks/diagnose_accuracy.py [--corpus corpus]
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import itertools
+import json
+import os
+import sys
+from collections import Counter
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from traindoc.diagnose import load  # noqa: E402
+from traindoc.rules import CURVE_RULES, DEFAULT, diagnose_run  # noqa: E402
+
+#: The thresholds calibrated per fold, and the values tried (the defaults among them).
+GRID = {
+    "low_late_share": (0.1, 0.15, 0.25),
+    "high_stall_level": (0.25, 0.35, 0.5),
+    "overfit_loss_rise": (0.05, 0.1, 0.2),
+}
+
+
+def score(verdicts: list[tuple[dict, set, bool]]) -> dict:
+    """Per-rule precision/recall/F1, macro-F1, exact-match rate and false alarms on healthy runs.
+
+    `verdicts`: (label entry, curve rules that fired, diagnosed) per run. A required rule that
+    did not fire is a miss; a fired rule that is neither required nor allowed is a false alarm."""
+    tp, fp, fn = Counter(), Counter(), Counter()
+    exact = healthy = healthy_alarms = 0
+    for entry, fired, _diagnosed in verdicts:
+        required, allowed = set(entry["required"]), set(entry["allowed"])
+        for r in CURVE_RULES:
+            if r in required:
+                (tp if r in fired else fn)[r] += 1
+            elif r in fired and r not in allowed:
+                fp[r] += 1
+        exact += required <= fired <= required | allowed
+        if not required:
+            healthy += 1
+            healthy_alarms += bool(fired - allowed)
+    rules = {}
+    for r in CURVE_RULES:
+        p = tp[r] / (tp[r] + fp[r]) if tp[r] + fp[r] else float("nan")
+        rc = tp[r] / (tp[r] + fn[r]) if tp[r] + fn[r] else float("nan")
+        f1 = 2 * p * rc / (p + rc) if p == p and rc == rc and p + rc else 0.0
+        rules[r] = {"labelled": tp[r] + fn[r], "tp": tp[r], "fp": fp[r], "fn": fn[r], "precision": p, "recall": rc,
+                    "f1": f1}
+    judged = [v["f1"] for v in rules.values() if v["labelled"]]
+    return {"rules": rules, "macro_f1": sum(judged) / len(judged) if judged else float("nan"),
+            "exact": exact / len(verdicts) if verdicts else float("nan"), "runs": len(verdicts),
+            "healthy": healthy, "healthy_alarms": healthy_alarms}
+
+
+def _configs():
+    keys = list(GRID)
+    for values in itertools.product(*(GRID[k] for k in keys)):
+        yield dataclasses.replace(DEFAULT, **dict(zip(keys, values)))
+
+
+def evaluate(corpus: str) -> tuple[dict, dict, dict]:
+    """(held-out score, in-sample score with the defaults, chosen thresholds per family)."""
+    with open(os.path.join(corpus, "labels.json")) as f:
+        labels = json.load(f)
+    runs = []
+    for e in labels:
+        series, _ = load(os.path.join(corpus, e["path"]))
+        runs.append((e, series))
+    configs = list(_configs())
+    verdicts = []  # per config: per run (entry, fired, diagnosed)
+    for cfg in configs:
+        per = []
+        for e, s in runs:
+            d = diagnose_run(s, cfg)
+            per.append((e, {f.rule for f in d.findings} & set(CURVE_RULES), d.diagnosed))
+        verdicts.append(per)
+    families = sorted({e["family"] for e in labels})
+    held_out, chosen = [], {}
+    for fam in families:
+        train_idx = [i for i, (e, _) in enumerate(runs) if e["family"] != fam]
+        test_idx = [i for i, (e, _) in enumerate(runs) if e["family"] == fam]
+        best = max(range(len(configs)), key=lambda c: (score([verdicts[c][i] for i in train_idx])["macro_f1"],
+                                                        configs[c] == DEFAULT))
+        chosen[fam] = {k: getattr(configs[best], k) for k in GRID}
+        held_out += [verdicts[best][i] for i in test_idx]
+    default = verdicts[configs.index(DEFAULT)]
+    return score(held_out), score(default), chosen
+
+
+def table(result: dict) -> str:
+    lines = ["| rule | labelled runs | precision | recall | F1 |", "|---|---|---|---|---|"]
+    for r, v in result["rules"].items():
+        p = f"{v['precision']:.2f} ({v['tp']}/{v['tp'] + v['fp']})" if v["tp"] + v["fp"] else "-"
+        rc = f"{v['recall']:.2f} ({v['tp']}/{v['labelled']})" if v["labelled"] else "-"
+        lines.append(f"| `{r}` | {v['labelled']} | {p} | {rc} | {v['f1']:.2f} |")
+    lines.append(f"\nmacro-F1 {result['macro_f1']:.2f}; exact match {result['exact']:.2f} of {result['runs']} runs; "
+                 f"false alarms on healthy runs: {result['healthy_alarms']} of {result['healthy']}")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--corpus", default=os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                                                     "corpus"))
+    args = ap.parse_args()
+    held, insample, chosen = evaluate(args.corpus)
+    print("## Held out: each family diagnosed with thresholds chosen on the other families\n")
+    print(table(held))
+    print("\nthresholds chosen per held-out family:", json.dumps(chosen))
+    print("\n## The default thresholds (calibrated on sample_runs/, not on this corpus) on every run\n")
+    print(table(insample))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,53 @@
+"""The diagnosis corpus and its scoring: labels that follow how runs were made, and a
+scorer that counts misses, false alarms and allowed findings the way LABELS.md says."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections import Counter
+
+import pytest
+
+from benchmarks.diagnose_accuracy import score
+from traindoc.reader import read_run
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CORPUS = os.path.join(ROOT, "corpus")
+
+
+def _entry(required=(), allowed=()):
+    return {"required": list(required), "allowed": list(allowed)}
+
+
+def test_score_counts_misses_false_alarms_and_allowed_findings():
+    verdicts = [
+        (_entry(["lr_too_low"]), {"lr_too_low"}, True),  # hit
+        (_entry(["lr_too_low"]), set(), True),  # miss
+        (_entry([], ["train_longer"]), {"train_longer"}, True),  # allowed: no false alarm, exact
+        (_entry([]), {"overfitting"}, True),  # false alarm on a healthy run
+        (_entry(["early_decay"]), {"early_decay", "lr_too_high"}, True),  # hit plus a false alarm
+    ]
+    s = score(verdicts)
+    assert s["rules"]["lr_too_low"] == {"labelled": 2, "tp": 1, "fp": 0, "fn": 1, "precision": 1.0, "recall": 0.5,
+                                        "f1": pytest.approx(2 / 3)}
+    assert s["rules"]["overfitting"]["fp"] == 1 and s["rules"]["lr_too_high"]["fp"] == 1
+    assert s["exact"] == pytest.approx(2 / 5)
+    assert (s["healthy"], s["healthy_alarms"]) == (2, 1)
+    assert s["macro_f1"] == pytest.approx((2 / 3 + 1.0) / 2)  # only rules with labelled runs count
+
+
+@pytest.mark.skipif(not os.path.exists(os.path.join(CORPUS, "labels.json")), reason="corpus not built")
+def test_corpus_is_broad_and_every_labelled_run_reads():
+    with open(os.path.join(CORPUS, "labels.json")) as f:
+        labels = json.load(f)
+    made = [e for e in labels if e["format"] == "collector"]
+    assert len(made) >= 300 and len({e["family"] for e in made}) >= 6
+    kinds = Counter(r for e in made for r in e["required"])
+    for rule in ("lr_too_low", "lr_too_high", "early_decay", "overfitting", "underfitting", "train_longer"):
+        assert kinds[rule] >= 6, (rule, kinds)
+    assert sum(not e["required"] for e in made) >= 60  # healthy runs to count false alarms on
+    assert any(e["format"] == "tensorboard" for e in labels)
+    for e in made[::25]:
+        s = read_run(os.path.join(CORPUS, e["path"]))
+        assert s.meta["config"]["family"] == e["family"] and s.meta["status"] == "finished"
