@@ -51,3 +51,16 @@ def test_corpus_is_broad_and_every_labelled_run_reads():
     for e in made[::25]:
         s = read_run(os.path.join(CORPUS, e["path"]))
         assert s.meta["config"]["family"] == e["family"] and s.meta["status"] == "finished"
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not os.path.exists(os.path.join(CORPUS, "labels.json")), reason="corpus not built")
+def test_readme_held_out_table_is_what_the_benchmark_prints():
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks", "diagnose_accuracy.py")],
+                         capture_output=True, text=True, check=True, timeout=900).stdout
+    held_out = out.split("## Held out")[1].split("\n\n", 1)[1].split("\n\n")[0].strip()
+    readme = open(os.path.join(ROOT, "README.md"), encoding="utf-8").read()
+    assert held_out in readme
