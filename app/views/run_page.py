@@ -89,8 +89,11 @@ def _body(name: str, path: str, smoothing: float, log_y: bool, live: bool = Fals
         ("ratio", charts.ratio_figure(run, findings)),
     ]
     shown = [(k, f) for k, f in figs if f is not None]
-    if not shown:
+    if not shown and not run.keys:
         st.info("No series yet: the run has started but nothing has been flushed. This page refreshes by itself.")
+    elif not shown:
+        st.info("None of this run's series is a loss, accuracy, learning rate or update ratio that traindoc "
+                "knows: they are drawn below as custom scalars.")
     cols = st.columns(2)
     for i, (key, fig) in enumerate(shown):
         with cols[i % 2]:
@@ -135,7 +138,8 @@ def _mapping_panel(run, path: str) -> None:
 def _findings(findings: list, ld) -> None:
     if not ld.diagnosed:
         st.warning(f"**Not diagnosed**: no curve rule could judge this run ({md(not_diagnosed_text(ld))}). "
-                   "Map its series (for TensorBoard runs, a traindoc-tb.toml beside the logs) to have it judged.")
+                   "Say what its series are in the panel at the bottom of this page (saved as traindoc-tb.toml beside "
+                   "the logs) to have it judged.")
     elif not findings:
         skipped = ", ".join(s["rule"] for s in ld.skipped or [])
         st.success("No problems found by the diagnostics." + (f" Not judged, for lack of inputs: {md(skipped)}."
