@@ -30,6 +30,7 @@ GRID = {
     "low_late_share": (0.1, 0.15, 0.25),
     "high_stall_level": (0.25, 0.35, 0.5),
     "overfit_loss_rise": (0.05, 0.1, 0.2),
+    "rising_min": (0.01, 0.03, 0.05),
 }
 
 

@@ -223,3 +223,14 @@ def test_a_loss_stuck_at_the_label_entropy_is_lr_too_high():
     healthy = windows(2.2 + 2.0 * np.exp(-t / 15), var=0.001)  # well below the prior: learning
     healthy["train/label_entropy"] = pd.Series([entropy], index=[500])
     assert "lr_too_high" not in rules_fired(healthy)
+
+
+def test_train_longer_from_the_losses():
+    """A loss-only run (regression) cut short: the train loss still falls steadily and the
+    validation loss is at its best at the last evaluation. Once validation turns, no."""
+    t = np.arange(40)
+    s = windows(1.0 + 1.0 * np.exp(-t / 60), var=1e-4)  # a slow, steady descent, far from done
+    s["val/loss"] = pd.Series([1.9, 1.8, 1.7], index=[130, 260, 400])
+    assert "train_longer" in rules_fired(s)
+    s["val/loss"] = pd.Series([1.9, 1.7, 1.8], index=[130, 260, 400])
+    assert "train_longer" not in rules_fired(s)
