@@ -229,7 +229,7 @@ def test_train_longer_from_the_losses():
     """A loss-only run (regression) cut short: the train loss still falls steadily and the
     validation loss is at its best at the last evaluation. Once validation turns, no."""
     t = np.arange(40)
-    s = windows(1.0 + 1.0 * np.exp(-t / 60), var=1e-4)  # a slow, steady descent, far from done
+    s = windows(0.5 + 1.5 * np.exp(-t / 22), var=1e-4)  # a healthy curve, cut while still falling
     s["val/loss"] = pd.Series([1.9, 1.8, 1.7], index=[130, 260, 400])
     assert "train_longer" in rules_fired(s)
     s["val/loss"] = pd.Series([1.9, 1.7, 1.8], index=[130, 260, 400])
