@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from traindoc import format as fmt
 from traindoc.diagnose import InputError, find_runs, open_reader, scan
 from traindoc.reader import RunFormatError, RunSeries
-from traindoc.rules import CURVE_RULES, diagnose_run, series_found
+from traindoc.rules import curve_gaps, diagnose_run, series_found
 
 STALE_SECS = 60.0  # a running run that has not written (not even its heartbeat) for this long is stale
 
@@ -110,7 +110,7 @@ class RunStore:
 
 def not_diagnosed_text(ld: Loaded) -> str:
     """Why a run was not diagnosed: what the curve rules lacked, and what the run has."""
-    lacks = list(dict.fromkeys(m for s in ld.skipped or [] if s["rule"] in CURVE_RULES for m in s["missing"]))
+    lacks = curve_gaps(ld.skipped or [])
     found = series_found(ld.series) if ld.series is not None else []
     return f"missing {', '.join(lacks)}; found: {', '.join(found) or 'no series'}"
 

@@ -76,15 +76,8 @@ def _reopen(name: str, path: str) -> Claim | None:
         with open(os.path.join(path, fmt.KEYS_FILE), "rb") as f:
             data = f.read()
         for line in data[:data.rfind(b"\n") + 1].splitlines():
-            try:
-                obj = json.loads(line)
-            except ValueError:
-                continue
-            try:
-                kid, key = int(obj["id"]), str(obj["key"])
-            except (KeyError, TypeError, ValueError):
-                continue
-            if obj.get("run") == run_id and obj.get("crc") == fmt.key_check(kid, key, run_id):
+            verdict, kid, key = fmt.parse_key_line(line, run_id)
+            if verdict == "ok":
                 keys[key] = kid
     except OSError:
         pass

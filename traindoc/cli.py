@@ -10,7 +10,7 @@ import json
 import os
 import sys
 
-from .rules import CURVE_RULES, SEVERITIES, severity_rank
+from .rules import SEVERITIES, curve_gaps, severity_rank
 
 EXIT_OK, EXIT_FINDINGS, EXIT_BAD_INPUT = 0, 1, 2
 
@@ -63,7 +63,7 @@ def _table(reports) -> str:
     rows = [("run", "rule", "severity", "steps", "advice")]
     for r in reports:
         if not r.diagnosed:
-            lacks = list(dict.fromkeys(m for s in r.skipped if s["rule"] in CURVE_RULES for m in s["missing"]))
+            lacks = curve_gaps(r.skipped)
             rows.append((r.name, "-", "not diagnosed", "",
                          f"no curve rule could run: missing {', '.join(lacks)}; found: {', '.join(r.found) or 'nothing'}"))
         elif not r.findings:

@@ -101,6 +101,23 @@ def key_line(key_id: int, key: str, run_id: str) -> str:
     return json.dumps({"id": key_id, "key": key, "run": run_id, "crc": key_check(key_id, key, run_id)}) + "\n"
 
 
+def parse_key_line(line: bytes, run_id: str | None) -> tuple[str, int | None, str | None]:
+    """(verdict, id, name) of one keys.jsonl line: "ok"; "corrupt" (not JSON of the right
+    shape, or its CRC fails); "foreign" (another run's). Without a run id (version 1) any
+    well-formed line is ok."""
+    try:
+        obj = json.loads(line.decode("utf-8"))
+        kid, key = int(obj["id"]), str(obj["key"])
+    except (ValueError, KeyError, TypeError, UnicodeDecodeError):
+        return "corrupt", None, None
+    if run_id is not None:
+        if obj.get("run") != run_id:
+            return "foreign", kid, key
+        if obj.get("crc") != key_check(kid, key, run_id):
+            return "corrupt", kid, key  # a damaged name must not label good records
+    return "ok", kid, key
+
+
 def pack_records(records) -> bytes:
     """Many (step, wall, value, key id) records at once, as the writer flushes them."""
     out = bytearray()

@@ -122,20 +122,13 @@ class RunReader:
         end = data.rfind(b"\n") + 1  # a line without its newline is not finished yet
         run_id = self.meta.get("run_id")
         for line in data[:end].splitlines():
-            try:
-                obj = json.loads(line.decode("utf-8"))
-                kid, key = int(obj["id"]), str(obj["key"])
-            except (ValueError, KeyError, TypeError, UnicodeDecodeError):
+            verdict, kid, key = fmt.parse_key_line(line, run_id)
+            if verdict == "ok":
+                self.keys[kid] = key
+            elif verdict == "foreign":
+                self.foreign_records += 1  # a key line of another run that used this folder
+            else:
                 self.corrupt_records += 1
-                continue
-            if run_id is not None:
-                if obj.get("run") != run_id:
-                    self.foreign_records += 1  # a key line of another run that used this folder
-                    continue
-                if obj.get("crc") != fmt.key_check(kid, key, run_id):
-                    self.corrupt_records += 1  # a damaged name must not label good records
-                    continue
-            self.keys[kid] = key
         self._keys_offset += end
 
     def _read_segment(self, seg: _Segment):

@@ -10,7 +10,7 @@ from __future__ import annotations
 from . import (early_decay, initial_loss, lr_too_high, lr_too_low, overfitting, train_longer, underfitting,
                update_ratio)
 from .base import DEFAULT, SEVERITIES, Finding, Thresholds, severity_rank
-from .needs import CURVE_RULES, Diagnosis, missing, series_found
+from .needs import CURVE_RULES, Diagnosis, curve_gaps, missing, series_found
 
 RULES = (lr_too_low, lr_too_high, early_decay, overfitting, underfitting, train_longer, initial_loss, update_ratio)
 RULE_IDS = tuple(r.ID for r in RULES)
@@ -46,4 +46,4 @@ def run_rules(run, cfg: Thresholds = DEFAULT) -> list[Finding]:
 
 
 __all__ = ["CURVE_RULES", "DEFAULT", "RULES", "RULE_IDS", "SEVERITIES", "Diagnosis", "Finding", "Thresholds",
-           "diagnose_run", "run_rules", "series_found", "severity_rank"]
+           "curve_gaps", "diagnose_run", "run_rules", "series_found", "severity_rank"]

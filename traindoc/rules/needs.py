@@ -75,6 +75,11 @@ class Diagnosis:
         return bool(judged)
 
 
+def curve_gaps(skipped: list) -> list[str]:
+    """What the curve rules lacked, each once, in the rules' order (for "not diagnosed" messages)."""
+    return list(dict.fromkeys(m for s in skipped if s["rule"] in CURVE_RULES for m in s["missing"]))
+
+
 def series_found(run: RunSeries) -> list[str]:
     """The run's series, grouped as a person would name them (for "not diagnosed" messages)."""
     return [k for k in run.keys if not k.startswith((fmt.RATIO_PREFIX,))][:12] + \
