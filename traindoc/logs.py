@@ -152,7 +152,7 @@ def read_table(path: str) -> tuple[dict, dict]:
         return {}, {}
     columns = [c for c in rows[0] if c is not None]
     lower = {c.strip().lower(): c for c in columns}
-    step_col = next((lower[c] for c in ("step", "global_step", "iteration", "iter", "batch") if c in lower), None)
+    step_col = next((lower[c] for c in _INDEX_COLUMNS if c != "epoch" and c in lower), None)
     epoch_col = lower.get("epoch")
     if step_col is None and epoch_col is None:
         raise RunFormatError(f"{path}: no step or epoch column among {columns[:8]}")
