@@ -24,6 +24,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from traindoc.diagnose import load  # noqa: E402
 from traindoc.rules import CURVE_RULES, DEFAULT, diagnose_run  # noqa: E402
+from traindoc.rules.sweep import apply_sweeps, find_sweeps  # noqa: E402
 
 #: The thresholds calibrated per fold, and the values tried (the defaults among them).
 GRID = {
@@ -31,7 +32,11 @@ GRID = {
     "high_stall_level": (0.25, 0.35, 0.5),
     "overfit_loss_rise": (0.05, 0.1, 0.2),
     "rising_min": (0.01, 0.03, 0.05),
+    "sweep_trail": (0.02, 0.05, 0.1),
+    "sweep_lr_ratio": (3.16, 9.0),
 }
+#: Thresholds read only when sweeps are judged together; the single-run verdicts do not depend on them.
+SWEEP_KEYS = ("sweep_trail", "sweep_lr_ratio")
 
 
 def score(verdicts: list[tuple[dict, set, bool]]) -> dict:
@@ -80,13 +85,16 @@ def evaluate(corpus: str) -> tuple[dict, dict, dict]:
         series, _ = load(os.path.join(corpus, e["path"]))
         runs.append((e, series))
     configs = list(_configs())
+    sweeps = find_sweeps([s for _, s in runs])
+    single = {}  # single-run diagnoses per config without its sweep thresholds
     verdicts = []  # per config: per run (entry, fired, diagnosed)
     for cfg in configs:
-        per = []
-        for e, s in runs:
-            d = diagnose_run(s, cfg)
-            per.append((e, {f.rule for f in d.findings} & set(CURVE_RULES), d.diagnosed))
-        verdicts.append(per)
+        base = dataclasses.replace(cfg, **{k: getattr(DEFAULT, k) for k in SWEEP_KEYS})
+        if base not in single:
+            single[base] = [diagnose_run(s, base) for _, s in runs]
+        diagnoses = apply_sweeps(sweeps, single[base], cfg)
+        verdicts.append([(e, {f.rule for f in d.findings} & set(CURVE_RULES), d.diagnosed)
+                         for (e, _), d in zip(runs, diagnoses)])
     families = sorted({e["family"] for e in labels})
     held_out, chosen = [], {}
     for fam in families:

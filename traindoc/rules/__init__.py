@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from . import (early_decay, initial_loss, lr_too_high, lr_too_low, overfitting, train_longer, underfitting,
                update_ratio)
+from . import sweep
 from .base import DEFAULT, SEVERITIES, Finding, Thresholds, severity_rank
 from .needs import CURVE_RULES, Diagnosis, curve_gaps, missing, series_found
 
@@ -40,10 +41,15 @@ def diagnose_run(run, cfg: Thresholds = DEFAULT) -> Diagnosis:
     return Diagnosis([f for f in out if f.rule not in hidden], skipped)
 
 
+def diagnose_runs(runs, cfg: Thresholds = DEFAULT) -> list[Diagnosis]:
+    """Each run alone, then the sweeps among them (`sweep.py`): runs in one folder that differ only in the LR."""
+    return sweep.diagnose_runs(list(runs), cfg, diagnose_run)
+
+
 def run_rules(run, cfg: Thresholds = DEFAULT) -> list[Finding]:
     """Every rule's findings for one run, in registry order."""
     return diagnose_run(run, cfg).findings
 
 
 __all__ = ["CURVE_RULES", "DEFAULT", "RULES", "RULE_IDS", "SEVERITIES", "Diagnosis", "Finding", "Thresholds",
-           "curve_gaps", "diagnose_run", "run_rules", "series_found", "severity_rank"]
+           "curve_gaps", "diagnose_run", "diagnose_runs", "run_rules", "series_found", "severity_rank"]

@@ -91,6 +91,10 @@ class Thresholds:
     longer_loss_share: float = _why(0.15, "from the losses: the last third of the run still brings 15% of the loss's whole drop")
     longer_gap: float = _why(0.02, "a gap of 2 points or more between train and validation accuracy")
 
+    # sweeps (runs that differ only in the LR)
+    sweep_trail: float = _why(0.05, "in a sweep, a run whose best loss is behind the sweep's best by 5% of the progress the best run made from its first loss is far worse")
+    sweep_lr_ratio: float = _why(3.16, "half a decade (sqrt 10) or more from the sweep's best LR; the neighbours of a 1-3-10 sweep are within noise of each other, and from there on the side of the best names the finding")
+
     # initial_loss
     init_low: float = _why(0.6, "a first loss under 0.6 ln C is too confident for a fresh model: labels may leak or be constant")
     init_high: float = _why(1.6, "a first loss over 1.6 ln C means large initial logits: check the init scale of the last layer")

@@ -69,9 +69,16 @@ def _exploded(run, c: Curve, cfg: Thresholds) -> Finding | None:
         peak_i = int(np.argmax(c.mean))
         peak = c.mean[peak_i]
         if peak > cfg.explode_factor * start and peak - start > cfg.noise_sigmas * noise(c):
-            return Finding(ID, "error", (int(c.steps[peak_i]), last), {
-                "diverged": True, "first_loss": start, "peak_loss": peak, "peak_over_first": peak / start,
-            }, "The loss exploded above where it started: " + ADVICE[0].lower() + ADVICE[1:])
+            tail = float(c.mean[-max(1, len(c) // 10):].mean())
+            evidence = {"first_loss": start, "peak_loss": peak, "peak_over_first": peak / start, "final_loss": tail}
+            if peak_i < len(c) - 1 and tail < start:
+                # it came back below where it started: a spike the run survived, not a divergence
+                return Finding(ID, "warning", (int(c.steps[peak_i]), last), {"diverged": False, "recovered": True,
+                                                                             **evidence},
+                               "The loss spiked above where it started, then recovered: " + ADVICE[0].lower()
+                               + ADVICE[1:] + " Gradient clipping also tames such spikes.")
+            return Finding(ID, "error", (int(c.steps[peak_i]), last), {"diverged": True, **evidence},
+                           "The loss exploded above where it started: " + ADVICE[0].lower() + ADVICE[1:])
     return None
 
 

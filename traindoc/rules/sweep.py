@@ -1,0 +1,237 @@
+"""Sweeps: runs under one folder that differ only in their learning rate, judged together.
+
+A single run can only guess whether its LR was too low or too high from the shape of its
+curve. A sweep measures it: if a sibling run with a higher LR reached a lower loss by the
+same step, this run's LR was too low, and the sibling is the evidence. So
+
+- a run whose loss trails the sweep's best by `sweep_trail` of the best run's progress,
+  at an LR `sweep_lr_ratio` or more away from the best LR, gets `lr_too_low` or
+  `lr_too_high` by which side of the best it is on, naming the sibling runs;
+- a single-run `lr_too_low` is withdrawn when a sibling at a higher LR did no better (and a
+  non-divergent `lr_too_high` when one at a lower LR did no better): the sweep measured
+  what the curve shape only suggested.
+
+Which runs form a sweep: those in one folder whose hyperparameters (`meta["config"]`:
+the collector's `config=`, Lightning's hparams.yaml, MLflow params, the HF Trainer's
+arguments) are equal but for the LR. Runs without hyperparameters (TensorBoard logs) form
+one when their logged LR schedules have the same shape and length and each LR value
+appears once; two runs at the same LR there mean something else differs too, and the
+folder is not taken for a sweep.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+
+from traindoc import format as fmt
+
+from .base import Finding, Thresholds
+from .curves import loss_curve, lr_series, series_or_none
+from .needs import Diagnosis
+
+#: Hyperparameter names read as the learning rate (lower-cased, "-" and " " as "_").
+LR_NAMES = ("lr", "learning_rate", "learningrate", "base_lr", "max_lr", "peak_lr", "init_lr", "lr0")
+#: Names that differ between the runs of any sweep without being a hyperparameter.
+NOT_HPARAMS = ("name", "run", "run_name", "run_id", "output_dir", "out_dir", "log_dir", "logdir", "logging_dir",
+               "save_dir", "checkpoint_dir", "ckpt_dir", "wandb_run_name", "exp_name", "experiment",
+               "experiment_name", "tags", "notes", "timestamp", "date")
+MIN_RUNS = 3  # a sweep has three LRs at least
+MIN_SPAN = 10.0  # spanning a decade at least
+
+
+@dataclass
+class Member:
+    """One run of a sweep: its LR and the loss it is compared by."""
+
+    index: int  # position in the list given to find_sweeps
+    name: str
+    lr: float
+    losses: "np.ndarray"  # the comparison loss: (steps, values)
+    steps: "np.ndarray"
+    ended_nonfinite: bool  # the loss ended in NaN/inf: diverged
+
+
+@dataclass
+class Sweep:
+    """Runs that differ only in the LR, and what the comparison is read from."""
+
+    folder: str
+    members: list = field(default_factory=list)
+    metric: str = "validation loss"
+
+    def scores(self) -> dict[int, float]:
+        """Member index -> its best loss up to the step every finished member reached (inf if it diverged)."""
+        alive = [m for m in self.members if not m.ended_nonfinite and len(m.steps)]
+        if not alive:
+            return {}
+        common = min(float(m.steps[-1]) for m in alive)
+        out = {}
+        for m in self.members:
+            k = np.isfinite(m.losses) & (m.steps <= common)
+            out[m.index] = math.inf if m.ended_nonfinite or not k.any() else float(m.losses[k].min())
+        return out
+
+
+def _norm(name: str) -> str:
+    return str(name).lower().replace("-", "_").replace(" ", "_")
+
+
+def _hparams(run) -> tuple[float | None, tuple]:
+    """(LR from the config or None, the other hyperparameters as a sorted tuple)."""
+    cfg = run.meta.get("config") or {}
+    if not isinstance(cfg, dict):
+        return None, ()
+    lr, rest = None, []
+    for k, v in cfg.items():
+        n = _norm(k)
+        if n in LR_NAMES and isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0:
+            lr = float(v)
+        elif n not in NOT_HPARAMS and (v is None or isinstance(v, (int, float, str, bool))):
+            rest.append((n, v if not isinstance(v, float) else round(v, 12)))
+    return lr, tuple(sorted(rest, key=lambda kv: kv[0]))
+
+
+def _schedule_shape(run) -> tuple | None:
+    """The LR schedule scaled by its peak at 9 points of the run, and the run's length in 2 figures."""
+    lr = lr_series(run)
+    if lr is None or len(lr) < 1:
+        return None
+    vals = lr.to_numpy(dtype=float)
+    peak = float(np.nanmax(vals)) if np.isfinite(vals).any() else 0.0
+    if peak <= 0:
+        return None
+    steps = lr.index.to_numpy(dtype=float)
+    c = loss_curve(run)
+    last = float(c.steps[-1]) if c is not None and len(c) else float(steps[-1])
+    at = np.searchsorted(steps, np.linspace(0.1, 0.9, 9) * last, side="right") - 1
+    shape = tuple(round(float(vals[max(i, 0)]) / peak, 1) for i in at)
+    return shape, float(f"{last:.2g}")
+
+
+def _comparison(run, use_val: bool) -> tuple[np.ndarray, np.ndarray] | None:
+    if use_val:
+        s = series_or_none(run, fmt.VAL_LOSS)
+        return None if s is None else (s.index.to_numpy(dtype=float), s.to_numpy(dtype=float))
+    c = loss_curve(run)
+    return None if c is None or not len(c) else (c.steps.astype(float), c.mean.astype(float))
+
+
+def _ended_nonfinite(run) -> bool:
+    """The train loss (windows or per-step) ends in NaN or inf."""
+    for key in (fmt.LOSS_WINDOW + "/mean", fmt.LOSS_RAW, fmt.VAL_LOSS):
+        if run.has(key):
+            s = run.get(key)
+            if len(s) and not np.isfinite(float(s.iloc[-1])):
+                return True
+    return False
+
+
+def find_sweeps(runs: list) -> list[Sweep]:
+    """The sweeps among `runs` (RunSeries), each with three or more LRs spanning a decade."""
+    groups: dict[tuple, list[tuple[int, float]]] = {}
+    inferred = set()
+    for i, run in enumerate(runs):
+        folder = os.path.dirname(os.path.normpath(run.path or ""))
+        lr, rest = _hparams(run)
+        shape = None
+        if lr is None:
+            shape = _schedule_shape(run)
+            if shape is None:
+                continue
+            lr = float(np.nanmax(lr_series(run).to_numpy(dtype=float)))
+        key = (folder, rest, shape)
+        groups.setdefault(key, []).append((i, lr))
+        if shape is not None and not rest:
+            inferred.add(key)
+    sweeps = []
+    for key, items in groups.items():
+        lrs = [lr for _, lr in items]
+        distinct = sorted(set(lrs))
+        if len(distinct) < MIN_RUNS or distinct[-1] / distinct[0] < MIN_SPAN:
+            continue
+        if key in inferred and len(distinct) < len(lrs):
+            continue  # two runs at one LR without hyperparameters: something else differs
+        use_val = all(runs[i].has(fmt.VAL_LOSS) for i, _ in items)
+        sweep = Sweep(key[0], metric="validation loss" if use_val else "train loss")
+        for i, lr in items:
+            got = _comparison(runs[i], use_val)
+            steps, losses = got if got is not None else (np.zeros(0), np.zeros(0))
+            sweep.members.append(Member(i, runs[i].name, lr, losses, steps, _ended_nonfinite(runs[i])))
+        sweeps.append(sweep)
+    return sweeps
+
+
+def _sibling_finding(rule: str, m: Member, best: Member, scores: dict, sweep: Sweep) -> Finding:
+    side = "below" if rule == "lr_too_low" else "above"
+    ratio = best.lr / m.lr if rule == "lr_too_low" else m.lr / best.lr
+    siblings = sorted(sweep.members, key=lambda x: x.lr)
+    return Finding(rule, "warning", (0, int(best.steps[-1]) if len(best.steps) else 0), {
+        "sweep_best_run": best.name, "sweep_best_lr": best.lr, "lr": m.lr, "lr_ratio_to_best": ratio,
+        f"best_{sweep.metric.replace(' ', '_')}": scores[m.index],
+        f"sweep_best_{sweep.metric.replace(' ', '_')}": scores[best.index],
+        "sweep_runs": [f"{x.name} (lr {x.lr:.3g})" for x in siblings],
+    }, (f"{'Raise' if rule == 'lr_too_low' else 'Lower'} the learning rate toward {best.lr:.3g}: in this sweep, "
+        f"{best.name} at {ratio:.3g}x {'this' if rule == 'lr_too_low' else 'less than this'} LR reached a lower "
+        f"{sweep.metric} by the same step."))
+
+
+def _contradicted(f: Finding, m: Member, best: Member, trail: float, sweep: Sweep, scores: dict,
+                  cfg: Thresholds) -> bool:
+    """A single-run LR finding the sweep measured otherwise. `lr_too_low` ("raise it") is
+    withdrawn when the sweep's best LR is lower than this run's, when a sibling at a higher LR
+    (half a decade or more) did no better, or when this run is as good as the best and the best
+    has a worse sibling above it; `lr_too_high` (not a divergence) the same way round."""
+    if f.rule not in ("lr_too_low", "lr_too_high") or f.evidence.get("diverged") or "sweep_best_run" in f.evidence:
+        return False
+    s, r = scores[m.index], cfg.sweep_lr_ratio
+    near_best = max(m.lr / best.lr, best.lr / m.lr) < r and trail < cfg.sweep_trail
+    if f.rule == "lr_too_low":
+        return (best.lr < m.lr or any(o.lr >= r * m.lr and scores[o.index] >= s for o in sweep.members)
+                or (near_best and any(o.lr > best.lr and scores[o.index] > scores[best.index]
+                                      for o in sweep.members)))
+    return (best.lr > m.lr or any(o.lr * r <= m.lr and scores[o.index] >= s for o in sweep.members)
+            or (near_best and any(o.lr < best.lr and scores[o.index] > scores[best.index] for o in sweep.members)))
+
+
+def apply_sweeps(sweeps: list[Sweep], diagnoses: list[Diagnosis], cfg: Thresholds) -> list[Diagnosis]:
+    """The diagnoses with each sweep's evidence added (new objects; the inputs are not changed)."""
+    out = list(diagnoses)
+    for sweep in sweeps:
+        scores = sweep.scores()
+        finite = {i: s for i, s in scores.items() if math.isfinite(s)}
+        if len(finite) < MIN_RUNS:
+            continue
+        best = next(m for m in sweep.members if m.index == min(finite, key=finite.get))
+        first = float(best.losses[np.isfinite(best.losses)][0])
+        progress = first - finite[best.index]
+        if not progress > 0:
+            continue
+        for m in sweep.members:
+            d = out[m.index]
+            findings = list(d.findings)
+            rules = {f.rule for f in findings}
+            if any(f.rule == "lr_too_high" and f.evidence.get("diverged") for f in findings):
+                continue
+            s = scores[m.index]
+            trail = (s - finite[best.index]) / progress if math.isfinite(s) else math.inf
+            findings = [f for f in findings if not _contradicted(f, m, best, trail, sweep, scores, cfg)]
+            far = max(m.lr / best.lr, best.lr / m.lr) >= cfg.sweep_lr_ratio
+            if far and trail >= cfg.sweep_trail:
+                rule = "lr_too_low" if m.lr < best.lr else "lr_too_high"
+                f = _sibling_finding(rule, m, best, scores, sweep)
+                f.evidence["trails_best_by_share_of_its_progress"] = trail
+                findings = [x for x in findings if x.rule != rule] + [f]
+                if rule == "lr_too_low":  # the LR explains the slow, low curve (as for one run)
+                    findings = [x for x in findings if x.rule not in ("underfitting", "train_longer")]
+            if findings != d.findings or rules != {f.rule for f in findings}:
+                out[m.index] = replace(d, findings=findings)
+    return out
+
+
+def diagnose_runs(runs: list, cfg: Thresholds, diagnose_one) -> list[Diagnosis]:
+    """Each run on its own (`diagnose_one(run, cfg)`), then the sweeps among them."""
+    return apply_sweeps(find_sweeps(runs), [diagnose_one(r, cfg) for r in runs], cfg)
