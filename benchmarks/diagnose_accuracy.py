@@ -23,8 +23,8 @@ from collections import Counter
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from traindoc.diagnose import load  # noqa: E402
-from traindoc.rules import CURVE_RULES, DEFAULT, diagnose_run  # noqa: E402
-from traindoc.rules.sweep import apply_sweeps, find_sweeps  # noqa: E402
+from traindoc.rules import CURVE_RULES, DEFAULT, diagnose_run, judge  # noqa: E402
+from traindoc.rules import together  # noqa: E402
 
 #: The thresholds calibrated per fold, and the values tried (the defaults among them).
 GRID = {
@@ -32,11 +32,41 @@ GRID = {
     "high_stall_level": (0.25, 0.35, 0.5),
     "overfit_loss_rise": (0.05, 0.1, 0.2),
     "rising_min": (0.01, 0.03, 0.05),
+    "gap_small": (0.02, 0.03, 0.05),
+    "low_progress": (0.6, 0.75, 0.9),
     "sweep_trail": (0.02, 0.05, 0.1),
-    "sweep_lr_ratio": (3.16, 9.0),
 }
-#: Thresholds read only when sweeps are judged together; the single-run verdicts do not depend on them.
-SWEEP_KEYS = ("sweep_trail", "sweep_lr_ratio")
+
+
+class _Reads:
+    """A Thresholds that notes which fields a rule read (for the memo below)."""
+
+    def __init__(self, cfg):
+        self._cfg, self.read = cfg, set()
+
+    def __getattr__(self, name):
+        self.read.add(name)
+        return getattr(self._cfg, name)
+
+
+class MemoJudge:
+    """`rules.judge` remembered per (run, rule) and the values of the thresholds that the rule
+    read. A rule is a deterministic function of the run and the values it reads, so the same
+    values give the same verdict; one rule's thresholds then cost only their own grid axis."""
+
+    def __init__(self):
+        self.memo: dict[tuple[int, str], list] = {}
+
+    def __call__(self, rule, run, cfg):
+        entries = self.memo.setdefault((id(run), rule.ID), [])
+        for names, values, verdict in entries:
+            if all(getattr(cfg, n) == v for n, v in zip(names, values)):
+                return verdict
+        rec = _Reads(cfg)
+        verdict = judge(rule, run, rec)
+        names = tuple(sorted(rec.read))
+        entries.append((names, tuple(getattr(cfg, n) for n in names), verdict))
+        return verdict
 
 
 def score(verdicts: list[tuple[dict, set, bool]]) -> dict:
@@ -85,14 +115,11 @@ def evaluate(corpus: str) -> tuple[dict, dict, dict]:
         series, _ = load(os.path.join(corpus, e["path"]))
         runs.append((e, series))
     configs = list(_configs())
-    sweeps = find_sweeps([s for _, s in runs])
-    single = {}  # single-run diagnoses per config without its sweep thresholds
+    siblings = together.study([s for _, s in runs])
+    memo = MemoJudge()
     verdicts = []  # per config: per run (entry, fired, diagnosed)
     for cfg in configs:
-        base = dataclasses.replace(cfg, **{k: getattr(DEFAULT, k) for k in SWEEP_KEYS})
-        if base not in single:
-            single[base] = [diagnose_run(s, base) for _, s in runs]
-        diagnoses = apply_sweeps(sweeps, single[base], cfg)
+        diagnoses = together.apply(siblings, [diagnose_run(s, cfg, memo) for _, s in runs], cfg)
         verdicts.append([(e, {f.rule for f in d.findings} & set(CURVE_RULES), d.diagnosed)
                          for (e, _), d in zip(runs, diagnoses)])
     families = sorted({e["family"] for e in labels})

@@ -31,10 +31,12 @@ def test_enough_sample_runs():
 @pytest.mark.parametrize("name", NAMES)
 def test_exact_findings(name):
     path = os.path.join(SAMPLES, name)
-    expected = json.load(open(os.path.join(path, "expected.json")))["findings"]
+    label = json.load(open(os.path.join(path, "expected.json")))
     (report,) = diagnose_path(path)
     assert report.error is None
-    assert sorted({f.rule for f in report.findings}) == sorted(expected)
+    got = {f.rule for f in report.findings}
+    # every expected finding, and nothing else but what its label allows beside them
+    assert set(label["findings"]) <= got <= set(label["findings"]) | set(label.get("allowed", ())), got
     for f in report.findings:
         assert f.advice and f.evidence and f.steps[0] <= f.steps[1]
 
@@ -53,6 +55,7 @@ def test_generator_reproduces_labels(tmp_path):
                     "--only", "lr-high-cnn-adam", "underfit-linear-sgd"], check=True, capture_output=True)
     for name in ("lr-high-cnn-adam", "underfit-linear-sgd"):
         (report,) = diagnose_path(str(tmp_path / name))
-        expected = json.load(open(tmp_path / name / "expected.json"))["findings"]
-        assert sorted({f.rule for f in report.findings}) == expected
+        label = json.load(open(tmp_path / name / "expected.json"))
+        got = {f.rule for f in report.findings}
+        assert set(label["findings"]) <= got <= set(label["findings"]) | set(label["allowed"])
         assert read_run(str(tmp_path / name)).meta["status"] == "finished"

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from . import (early_decay, initial_loss, lr_too_high, lr_too_low, overfitting, train_longer, underfitting,
                update_ratio)
-from . import sweep
+from . import together
 from .base import DEFAULT, SEVERITIES, Finding, Thresholds, severity_rank
 from .needs import CURVE_RULES, Diagnosis, curve_gaps, missing, series_found
 
@@ -19,21 +19,29 @@ RULE_IDS = tuple(r.ID for r in RULES)
 #: would only re-describe the blow-up, so they stay silent and the divergence speaks.
 MOOT_AFTER_DIVERGENCE = {lr_too_low.ID, early_decay.ID, overfitting.ID, underfitting.ID, train_longer.ID,
                          update_ratio.ID}
-#: A too-low LR explains low, close accuracies and accuracies still rising at the end;
-#: the notes' order is to fix the LR first, so those two readings wait for that.
-EXPLAINED_BY = {lr_too_low.ID: {underfitting.ID, train_longer.ID}}
+#: A too-low LR explains low, close accuracies: the notes' order is to fix the LR first, so
+#: that reading waits for it. A run still improving at the end is told both (raise the LR, or
+#: train longer): either is a fix.
+EXPLAINED_BY = {lr_too_low.ID: {underfitting.ID}}
 
 
-def diagnose_run(run, cfg: Thresholds = DEFAULT) -> Diagnosis:
-    """Every rule that has its inputs, in registry order; the others listed as skipped."""
+def judge(rule, run, cfg: Thresholds) -> tuple[list[str], list[Finding]]:
+    """One rule on one run: (what it lacked, its findings); it runs only when nothing lacked."""
+    gaps = missing(rule, run, cfg)
+    return gaps, ([] if gaps else rule.check(run, cfg))
+
+
+def diagnose_run(run, cfg: Thresholds = DEFAULT, judge_one=judge) -> Diagnosis:
+    """Every rule that has its inputs, in registry order; the others listed as skipped.
+    `judge_one` is `judge` or a stand-in with its signature (the calibration memoises it)."""
     out: list[Finding] = []
     skipped = []
     for rule in RULES:
-        gaps = missing(rule, run, cfg)
+        gaps, found = judge_one(rule, run, cfg)
         if gaps:
             skipped.append({"rule": rule.ID, "missing": gaps})
         else:
-            out.extend(rule.check(run, cfg))
+            out.extend(found)
     if any(f.rule == lr_too_high.ID and f.evidence.get("diverged") for f in out):
         out = [f for f in out if f.rule not in MOOT_AFTER_DIVERGENCE]
     fired = {f.rule for f in out}
@@ -42,8 +50,8 @@ def diagnose_run(run, cfg: Thresholds = DEFAULT) -> Diagnosis:
 
 
 def diagnose_runs(runs, cfg: Thresholds = DEFAULT) -> list[Diagnosis]:
-    """Each run alone, then the sweeps among them (`sweep.py`): runs in one folder that differ only in the LR."""
-    return sweep.diagnose_runs(list(runs), cfg, diagnose_run)
+    """Each run alone, then together (`together.py`): sweeps over the LR, and tasks' ceilings."""
+    return together.diagnose_runs(list(runs), cfg, diagnose_run)
 
 
 def run_rules(run, cfg: Thresholds = DEFAULT) -> list[Finding]:
@@ -52,4 +60,4 @@ def run_rules(run, cfg: Thresholds = DEFAULT) -> list[Finding]:
 
 
 __all__ = ["CURVE_RULES", "DEFAULT", "RULES", "RULE_IDS", "SEVERITIES", "Diagnosis", "Finding", "Thresholds",
-           "curve_gaps", "diagnose_run", "diagnose_runs", "run_rules", "series_found", "severity_rank"]
+           "curve_gaps", "diagnose_run", "diagnose_runs", "judge", "run_rules", "series_found", "severity_rank"]

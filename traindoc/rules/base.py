@@ -89,6 +89,7 @@ class Thresholds:
     low_progress: float = _why(0.75, "train accuracy that closed less than 75% of the distance from chance to perfect is low")
     rising_min: float = _why(0.01, "still rising: at least 1 point of accuracy gained over the last third of the run")
     longer_loss_share: float = _why(0.15, "from the losses: the last third of the run still brings 15% of the loss's whole drop")
+    longer_val_drop: float = _why(0.02, "from the losses: a last evaluation 2% below the one before is still real progress; near convergence an epoch gains far less")
     longer_gap: float = _why(0.02, "a gap of 2 points or more between train and validation accuracy")
 
     # sweeps (runs that differ only in the LR)

@@ -62,9 +62,15 @@ class Sweep:
     folder: str
     members: list = field(default_factory=list)
     metric: str = "validation loss"
+    _scores: dict | None = field(default=None, repr=False)
 
     def scores(self) -> dict[int, float]:
         """Member index -> its best loss up to the step every finished member reached (inf if it diverged)."""
+        if self._scores is None:
+            self._scores = self._compute_scores()
+        return self._scores
+
+    def _compute_scores(self) -> dict[int, float]:
         alive = [m for m in self.members if not m.ended_nonfinite and len(m.steps)]
         if not alive:
             return {}
@@ -226,12 +232,8 @@ def apply_sweeps(sweeps: list[Sweep], diagnoses: list[Diagnosis], cfg: Threshold
                 f.evidence["trails_best_by_share_of_its_progress"] = trail
                 findings = [x for x in findings if x.rule != rule] + [f]
                 if rule == "lr_too_low":  # the LR explains the slow, low curve (as for one run)
-                    findings = [x for x in findings if x.rule not in ("underfitting", "train_longer")]
+                    findings = [x for x in findings if x.rule != "underfitting"]
             if findings != d.findings or rules != {f.rule for f in findings}:
                 out[m.index] = replace(d, findings=findings)
     return out
 
-
-def diagnose_runs(runs: list, cfg: Thresholds, diagnose_one) -> list[Diagnosis]:
-    """Each run on its own (`diagnose_one(run, cfg)`), then the sweeps among them."""
-    return apply_sweeps(find_sweeps(runs), [diagnose_one(r, cfg) for r in runs], cfg)
