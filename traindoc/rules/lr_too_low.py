@@ -1,4 +1,6 @@
-"""lr_too_low: the loss falls, but too slowly: still steadily falling at the end, far from a plateau."""
+"""lr_too_low: the loss falls, but too slowly: still steadily falling at the end, far from a
+plateau; or it has barely moved from where it started, yet falls steadily all along (an LR
+orders of magnitude too low crawls; a model that cannot learn is flat or stalls)."""
 
 from __future__ import annotations
 
@@ -16,6 +18,9 @@ def check(run, cfg: Thresholds) -> list[Finding]:
     c = loss_curve(run)
     if c is None or len(c) < cfg.min_windows or not np.isfinite(c.mean).all():
         return []
+    crawl = _crawl(c, cfg)
+    if crawl:
+        return [crawl]
     last = c.steps[-1]
     start = c.mean[0]
     tail = c.mean[-max(1, len(c) // 10):].mean()
@@ -34,3 +39,22 @@ def check(run, cfg: Thresholds) -> list[Finding]:
             "last_quarter_change_in_se": -late_change / late_se if late_se else float("inf"),
         }, "Raise the learning rate (try 3x to 10x): the loss is still falling in a straight line at the end.")]
     return []
+
+
+def _crawl(c, cfg: Thresholds) -> Finding | None:
+    """Under `low_moved` of the first loss gained by the end, with a fall beyond noise over the
+    whole run and still over its second half."""
+    start, last = float(c.mean[0]), float(c.steps[-1])
+    tail = float(c.mean[-max(1, len(c) // 10):].mean())
+    if start == 0 or (start - tail) / abs(start) >= cfg.low_moved:
+        return None
+    whole, whole_se = fitted_change(c)
+    half, half_se = fitted_change(c.after(last / 2))
+    if -whole > cfg.noise_sigmas * whole_se and -half > cfg.crawl_half_sigmas * half_se:
+        return Finding(ID, "warning", (int(c.steps[0]), int(last)), {
+            "first_loss": start, "final_loss": tail, "share_of_first_loss_gained": (start - tail) / abs(start),
+            "whole_run_fall_in_se": -whole / whole_se if whole_se else float("inf"),
+            "second_half_fall_in_se": -half / half_se if half_se else float("inf"),
+        }, "Raise the learning rate (try 10x or more): the loss has barely moved from where it started, "
+           "though it falls steadily, so the updates are far too small.")
+    return None
