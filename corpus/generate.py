@@ -35,6 +35,9 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, ROOT)
 
 FAMILIES = ("clusters", "glyphs", "regress", "sequence", "tabular", "charlm")
+#: Each family's own optimizer (its runs use it unless their spec names another).
+FAMILY_OPT = {"clusters": "sgdm", "glyphs": "sgdm", "regress": "adam", "sequence": "adam", "tabular": "rmsprop",
+              "charlm": "adamw"}
 SWEEP = (1e-3, 3e-3, 1e-2, 3e-2, 0.1, 0.3, 1.0, 3.0, 10.0, 30.0, 100.0)  # x the family's base LR
 
 
@@ -66,18 +69,18 @@ def _family(name: str):
     g = torch.Generator().manual_seed(0)
     if name == "clusters":
         (xt, yt), (xv, yv) = samples.cluster_data(4000, 1000)
-        return dict(data=(xt, yt, xv, yv), classes=10, base_lr=0.05, opt="sgdm", epochs=20, batch=64,
+        return dict(data=(xt, yt, xv, yv), classes=10, base_lr=0.05, opt=FAMILY_OPT[name], epochs=20, batch=64,
                     model=lambda cap: samples.mlp({"big": 512, "tiny": 2, "normal": 128}[cap],
                                                   3 if cap == "big" else 2))
     if name == "glyphs":
         (xt, yt), (xv, yv) = samples.glyph_data(2400, 600)
-        return dict(data=(xt, yt, xv, yv), classes=6, base_lr=0.05, opt="sgdm", epochs=12, batch=64,
+        return dict(data=(xt, yt, xv, yv), classes=6, base_lr=0.05, opt=FAMILY_OPT[name], epochs=12, batch=64,
                     model=lambda cap: samples.SmallCNN(6, {"big": 32, "tiny": 1, "normal": 8}[cap]))
     if name == "regress":
         x = torch.rand(5000, 8, generator=g) * 4 - 2
         y = (torch.sin(2 * x[:, 0]) + x[:, 1] * x[:, 2] - 0.5 * x[:, 3] ** 2).unsqueeze(1)
         y = y + 0.1 * torch.randn(y.shape, generator=g)
-        return dict(data=(x[:4000], y[:4000], x[4000:], y[4000:]), classes=None, base_lr=3e-3, opt="adam",
+        return dict(data=(x[:4000], y[:4000], x[4000:], y[4000:]), classes=None, base_lr=3e-3, opt=FAMILY_OPT[name],
                     epochs=20, batch=64, model=lambda cap: _mlp(8, 1, {"big": 512, "tiny": 1, "normal": 64}[cap]))
     if name == "sequence":
         n, length = 4000, 20
@@ -87,7 +90,7 @@ def _family(name: str):
             pos = torch.randperm(length, generator=g)[:int(counts[i].sum())]
             x[i, pos] = torch.repeat_interleave(torch.arange(1, 4), counts[i])
         y = torch.argmax(counts.float() + 0.1 * torch.arange(3), 1)
-        return dict(data=(x[:3200], y[:3200], x[3200:], y[3200:]), classes=3, base_lr=3e-3, opt="adam",
+        return dict(data=(x[:3200], y[:3200], x[3200:], y[3200:]), classes=3, base_lr=3e-3, opt=FAMILY_OPT[name],
                     epochs=15, batch=64, model=lambda cap: _GRU({"big": 128, "tiny": 1, "normal": 32}[cap]))
     if name == "tabular":
         n = 5000
@@ -97,7 +100,7 @@ def _family(name: str):
         logit = num[:, 0] * num[:, 1] + torch.sin(3 * num[:, 2]) + (cat[:, 0] == 2).float() * 1.5 - 0.5 * num[:, 3]
         y = (logit + 0.3 * torch.randn(n, generator=g) > 0.3).long()
         x = torch.cat([num, onehot], 1)
-        return dict(data=(x[:4000], y[:4000], x[4000:], y[4000:]), classes=2, base_lr=1e-3, opt="rmsprop",
+        return dict(data=(x[:4000], y[:4000], x[4000:], y[4000:]), classes=2, base_lr=1e-3, opt=FAMILY_OPT[name],
                     epochs=15, batch=64, model=lambda cap: _mlp(16, 2, {"big": 512, "tiny": 1, "normal": 64}[cap]))
     if name == "charlm":
         text = _stdlib_text(120_000)
@@ -107,7 +110,7 @@ def _family(name: str):
         chunks = ids[: len(ids) // (seq + 1) * (seq + 1)].view(-1, seq + 1)
         split = int(0.9 * len(chunks))
         return dict(data=(chunks[:split, :-1], chunks[:split, 1:], chunks[split:, :-1], chunks[split:, 1:]),
-                    classes=len(vocab), base_lr=3e-3, opt="adamw", epochs=4, batch=32, warmup=True,
+                    classes=len(vocab), base_lr=3e-3, opt=FAMILY_OPT[name], epochs=4, batch=32, warmup=True,
                     model=lambda cap: _CharLM(len(vocab), {"big": 96, "tiny": 4, "normal": 48}[cap]))
     raise ValueError(name)
 

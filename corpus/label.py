@@ -3,7 +3,7 @@ validation losses), never from traindoc's rules; then write the TensorBoard copi
 
 Reads corpus/outcomes.json (written by generate.py), writes corpus/labels.json and the
 event files under corpus/tb/. The rule is stated in LABELS.md; this file is that rule.
-usage: python corpus/label.py
+usage: python corpus/label.py [--labels-only]   (--labels-only: relabel, keep the event files)
 """
 
 from __future__ import annotations
@@ -43,6 +43,8 @@ def label(outcomes: list[dict]) -> list[dict]:
     for o in outcomes:
         if "error" not in o and o["spec"]["kind"] == "sweep":
             sweeps[(o["family"], o["spec"]["extra"]["opt"])].append(o)
+    from generate import FAMILY_OPT  # noqa: E402 (the families' own optimizers)
+
     best = {}
     for key, group in sweeps.items():
         by_mult = defaultdict(list)
@@ -96,6 +98,14 @@ def label(outcomes: list[dict]) -> list[dict]:
             (required if improving else allowed).add("train_longer")
             allowed |= {"lr_too_low", "underfitting"}
             why = "a sixth of the budget" + ("" if improving else " (its val loss had stopped improving)")
+        if spec["kind"] != "sweep":
+            # the sweep of the same family and optimizer says where this run's LR stands too
+            key = (fam, spec["extra"].get("opt", FAMILY_OPT[fam]))
+            ratio = spec["lr_mult"] / best[key][0] if key in best else 1.0
+            if ratio <= 0.1 + 1e-9:
+                allowed |= {"lr_too_low", "train_longer", "underfitting"}
+            elif ratio >= 10 - 1e-9:
+                allowed |= {"lr_too_high", "underfitting"}
         if rose:
             allowed.add("overfitting")
         if improving:
@@ -147,6 +157,18 @@ def main() -> None:
     with open(os.path.join(HERE, "outcomes.json")) as f:
         outcomes = json.load(f)
     labels = label(outcomes)
+    if "--labels-only" in sys.argv:  # keep the TensorBoard copies as they are; relabel them
+        with open(os.path.join(HERE, "labels.json")) as f:
+            old = [e for e in json.load(f) if e["format"] == "tensorboard"]
+        by_run = {e["run"]: e for e in labels}
+        copies = [{**by_run[e["run"].split("@tb-")[0]], "run": e["run"], "path": e["path"], "format": "tensorboard"}
+                  for e in old]
+        for e in labels:
+            e["format"] = "collector"
+        with open(os.path.join(HERE, "labels.json"), "w") as f:
+            json.dump(labels + copies, f, indent=1)
+        print(f"{len(labels)} runs and {len(copies)} TensorBoard copies relabelled")
+        return
     shutil.rmtree(os.path.join(HERE, "tb"), ignore_errors=True)
     copies = []
     for e in labels:
