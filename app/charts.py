@@ -252,3 +252,39 @@ def scatter_figure(points: pd.DataFrame, x: str, y: str, log_x: bool) -> go.Figu
     if log_x:
         fig.update_xaxes(type="log")
     return fig
+
+
+def sweep_figure(sweep) -> go.Figure:
+    """A sweep (`rules.sweep.Sweep`): each run's best loss by the common step against its LR on a
+    log axis, the mean over seeds as a line, the best LR starred, diverged runs as crosses at the top."""
+    scores = sweep.scores()
+    pts = sorted(((m.lr, scores.get(m.index, np.inf), m.name) for m in sweep.members), key=lambda p: p[0])
+    finite = [p for p in pts if np.isfinite(p[1])]
+    top = max((p[1] for p in finite), default=1.0) * 1.1
+    by_lr: dict[float, list[float]] = {}
+    for lr, v, _ in pts:
+        by_lr.setdefault(lr, []).append(v)
+    means = {lr: float(np.mean(v)) for lr, v in by_lr.items()}
+    best_lr = min(means, key=means.get)
+    fig = go.Figure()
+    line = [(lr, m) for lr, m in sorted(means.items()) if np.isfinite(m)]
+    fig.add_trace(go.Scatter(x=[p[0] for p in line], y=[p[1] for p in line], mode="lines", name="mean over seeds",
+                             line=dict(color=COLORS[0], width=1), hoverinfo="skip"))
+    fig.add_trace(go.Scatter(x=[p[0] for p in finite], y=[p[1] for p in finite], mode="markers", name="run",
+                             text=[esc(p[2]) for p in finite], marker=dict(size=9, color=COLORS[0]),
+                             hovertemplate="%{text}<br>lr %{x:.3g}<br>%{y:.4g}<extra></extra>"))
+    gone = [p for p in pts if not np.isfinite(p[1])]
+    if gone:
+        fig.add_trace(go.Scatter(x=[p[0] for p in gone], y=[top] * len(gone), mode="markers", name="diverged",
+                                 text=[esc(p[2]) for p in gone], marker=dict(size=11, symbol="x", color=COLORS[3]),
+                                 hovertemplate="%{text}<br>lr %{x:.3g}: diverged<extra></extra>"))
+    if np.isfinite(means[best_lr]):
+        fig.add_trace(go.Scatter(x=[best_lr], y=[means[best_lr]], mode="markers+text", name="best LR",
+                                 text=[f"best lr {best_lr:.3g}"], textposition="bottom center",
+                                 marker=dict(size=18, symbol="star", color=COLORS[1])))
+    fig.update_layout(title=dict(text=esc(f"LR sweep in {sweep.folder or '.'}: best {sweep.metric} by the common "
+                                          "step"), x=0.01),
+                      height=380, xaxis_title="learning rate", yaxis_title=esc(f"best {sweep.metric}"),
+                      margin=dict(l=50, r=20, t=40, b=40))
+    fig.update_xaxes(type="log")
+    return fig

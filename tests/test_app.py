@@ -210,3 +210,29 @@ def test_unmapped_series_can_be_given_a_meaning(runs_root):
     at = app("run", run="opaque")
     assert not any("Not diagnosed" in plain(w.value) for w in at.warning)
     assert any("lr_too_high" in plain(e.value) for e in at.error)  # the exploding loss is seen now
+
+
+def test_a_sweep_is_judged_together_and_drawn_on_the_compare_page(tmp_path, monkeypatch):
+    """Eleven runs of one of the corpus's LR sweeps (SGD on the cluster task), real training runs:
+    the runs page and the run page give the far-too-low LR its finding with the sibling that did
+    better; the compare page draws the sweep with its best LR starred."""
+    root = tmp_path / "sweep"
+    src = os.path.join(ROOT, "corpus", "runs", "clusters")
+    names = sorted(n for n in os.listdir(src) if n.startswith("clusters-sweep-sgd-") and n.endswith("-s2"))
+    assert len(names) == 11
+    for n in names:
+        shutil.copytree(os.path.join(src, n), root / n)
+    monkeypatch.setenv("TRAINDOC_ROOT", str(root))
+    monkeypatch.setenv("TRAINDOC_CACHE", str(tmp_path / "cache"))
+    at = app()
+    assert not at.exception
+    rows = at.dataframe[0].value.set_index("run")
+    assert "lr_too_low" in list(rows.loc["clusters-sweep-sgd-lr0.1-s2", "findings"])
+    at = app("run", run="clusters-sweep-sgd-lr0.1-s2")
+    assert not at.exception
+    assert any("lr_too_low" in plain(w.value) and "in this sweep" in plain(w.value) for w in at.warning)
+    at = app("compare", runs=",".join(names))
+    assert not at.exception
+    figs = [c.proto.spec for c in at.get("plotly_chart")]
+    sweep = [f for f in figs if "LR sweep" in f]
+    assert len(sweep) == 1 and '"best LR"' in sweep[0] and '"type":"log"' in sweep[0].replace(" ", "")

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 from . import logs
 from .reader import RunFormatError, RunReader, RunSeries, is_run_dir
-from .rules import DEFAULT, Thresholds, diagnose_run, series_found
+from .rules import DEFAULT, Thresholds, diagnose_runs, series_found
 from .tb import TBRunReader, find_tb_runs, is_tb_run
 
 
@@ -125,15 +125,20 @@ def load(path: str) -> tuple[RunSeries, list[str]]:
 
 
 def diagnose_path(path: str, cfg: Thresholds = DEFAULT) -> list[RunReport]:
-    """Diagnose every run under `path`. A run that cannot be read gets an error, the rest go on."""
-    reports = []
+    """Diagnose every run under `path`, each alone and then together with its siblings (sweeps,
+    a task's ceiling: `rules.together`). A run that cannot be read gets an error, the rest go on."""
+    reports: list[RunReport] = []
+    loaded = []  # (position in reports, run, problems)
     for run_path in find_runs(path):
         name = os.path.relpath(run_path, path) if run_path != path else os.path.basename(os.path.normpath(path))
         try:
             run, problems = load(run_path)
-            d = diagnose_run(run, cfg)
-            reports.append(RunReport(run.name, run_path, d.findings, warnings=problems, skipped=d.skipped,
-                                     diagnosed=d.diagnosed, found=series_found(run)))
         except (RunFormatError, OSError, ValueError) as exc:
             reports.append(RunReport(name, run_path, error=str(exc)))
+            continue
+        loaded.append((len(reports), run, problems))
+        reports.append(RunReport(run.name, run_path))
+    for (at, run, problems), d in zip(loaded, diagnose_runs([r for _, r, _ in loaded], cfg)):
+        reports[at] = RunReport(run.name, reports[at].path, d.findings, warnings=problems, skipped=d.skipped,
+                                diagnosed=d.diagnosed, found=series_found(run))
     return reports

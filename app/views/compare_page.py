@@ -7,6 +7,7 @@ import pandas as pd
 import streamlit as st
 
 from traindoc import format as fmt
+from traindoc.rules import together
 
 from .. import charts
 from ..data import discover, root_dir
@@ -60,6 +61,11 @@ def render() -> None:
     cols[2].plotly_chart(charts.overlay_figure(good, lambda r: charts.held_series(r, charts.lr_keys(r)[0])
                                                if charts.lr_keys(r) else None, "Learning rate (first group)", "lr",
                                                log_y=True, shape="hv"), key="cmp-lr")
+    for i, sweep in enumerate(together.find_sweeps(good)):
+        st.subheader("LR sweep" if i == 0 else f"LR sweep {i + 1}")
+        st.caption(f"{len(sweep.members)} runs that differ only in the learning rate (and seed). Runs far worse "
+                   "than the best at half a decade or more from its LR get lr_too_low or lr_too_high.")
+        st.plotly_chart(charts.sweep_figure(sweep), key=f"cmp-sweep-{i}")
     table = pd.DataFrame([{"run": r.name, **_flat(r.meta.get("config") or {}), **_metrics(r)} for r in good])
     st.subheader("Hyperparameters and results")
     st.dataframe(table, hide_index=True, key="cmp-table")

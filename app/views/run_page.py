@@ -16,7 +16,7 @@ from traindoc.tb.mapping import MEANINGS, save_overrides
 
 from .. import charts
 from ..livechart import live_chart
-from ..data import discover, not_diagnosed_text, root_dir, status_of
+from ..data import discover, not_diagnosed_text, root_dir, siblings_of, status_of, with_siblings
 from ..nav import pages
 from .common import ago, md, store
 
@@ -57,6 +57,16 @@ def render() -> None:
     _mapping_panel(ld.series, path)  # outside the live fragment, so a refresh never resets a choice
 
 
+def _with_siblings(name: str, path: str):
+    """The run as loaded, its findings joined by what the runs in its folder say (sweeps, the task's ceiling)."""
+    ld = store().load(name, path)
+    sibs = siblings_of(path, discover(root_dir()))
+    if ld.error or len(sibs) < 3:
+        return ld
+    loaded = with_siblings([ld if n == name else store().load(n, p) for n, p in sibs.items()])
+    return next((x for x in loaded if x.name == name), ld)
+
+
 def _wait_for(root: str, name: str) -> None:
     """A run that is about to start: open it as soon as it appears under ROOT."""
     if name in discover(root):
@@ -64,7 +74,7 @@ def _wait_for(root: str, name: str) -> None:
 
 
 def _body(name: str, path: str, smoothing: float, log_y: bool, live: bool = False) -> None:
-    ld = store().load(name, path)
+    ld = _with_siblings(name, path)
     if ld.error:
         st.warning(f"This run cannot be shown: {md(ld.error)}")
         return

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from ..data import discover, not_diagnosed_text, not_runs, root_dir, status_of
+from ..data import discover, not_diagnosed_text, not_runs, root_dir, status_of, with_siblings
 from ..nav import pages
 from .common import ago, md, short_config, store
 
@@ -16,8 +16,9 @@ STATUS_ICON = {"live": "● live", "finished": "finished", "crashed": "✖ crash
 def table(root: str) -> pd.DataFrame:
     """The runs table (one row per run; unreadable runs say why)."""
     rows = []
-    for name, path in discover(root).items():
-        ld = store().load(name, path)
+    loaded = with_siblings([store().load(name, path) for name, path in discover(root).items()])
+    for ld in loaded:
+        name = ld.name
         if ld.error:
             rows.append({"run": name, "status": STATUS_ICON["unreadable"], "steps": None, "last update": "-",
                          "best val acc": None, "best step": None, "hyperparameters": "", "findings": [],

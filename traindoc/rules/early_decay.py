@@ -49,6 +49,8 @@ def _judge(c, s: int, e: int, span: float, last: int, cfg: Thresholds, fast: boo
 
 def _after_cuts(c, cuts, span, last, cfg: Thresholds) -> list[Finding]:
     for s, e, before, after in cuts:
+        if s > cfg.floor_by * last:
+            continue  # a cut in the run's last stretch is a schedule's ending, not an early decay
         judged = _judge(c, s, e, span, last, cfg, fast=True)
         if judged:
             return [Finding(ID, "warning", (s, last), {

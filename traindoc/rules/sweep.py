@@ -13,7 +13,8 @@ same step, this run's LR was too low, and the sibling is the evidence. So
 
 Which runs form a sweep: those in one folder whose hyperparameters (`meta["config"]`:
 the collector's `config=`, Lightning's hparams.yaml, MLflow params, the HF Trainer's
-arguments) are equal but for the LR. Runs without hyperparameters (TensorBoard logs) form
+arguments) are equal but for the LR and the seed; seeds repeated at one LR are averaged
+to find the best LR. Runs without hyperparameters (TensorBoard logs) form
 one when their logged LR schedules have the same shape and length and each LR value
 appears once; two runs at the same LR there mean something else differs too, and the
 folder is not taken for a sweep.
@@ -38,7 +39,7 @@ LR_NAMES = ("lr", "learning_rate", "learningrate", "base_lr", "max_lr", "peak_lr
 #: Names that differ between the runs of any sweep without being a hyperparameter.
 NOT_HPARAMS = ("name", "run", "run_name", "run_id", "output_dir", "out_dir", "log_dir", "logdir", "logging_dir",
                "save_dir", "checkpoint_dir", "ckpt_dir", "wandb_run_name", "exp_name", "experiment",
-               "experiment_name", "tags", "notes", "timestamp", "date")
+               "experiment_name", "tags", "notes", "timestamp", "date", "seed", "random_seed")
 MIN_RUNS = 3  # a sweep has three LRs at least
 MIN_SPAN = 10.0  # spanning a decade at least
 
@@ -211,9 +212,16 @@ def apply_sweeps(sweeps: list[Sweep], diagnoses: list[Diagnosis], cfg: Threshold
         finite = {i: s for i, s in scores.items() if math.isfinite(s)}
         if len(finite) < MIN_RUNS:
             continue
-        best = next(m for m in sweep.members if m.index == min(finite, key=finite.get))
+        by_lr: dict[float, list[float]] = {}
+        for m in sweep.members:  # seeds repeated at one LR are averaged (a divergence counts as inf)
+            by_lr.setdefault(m.lr, []).append(scores[m.index])
+        best_lr = min(by_lr, key=lambda lr: sum(by_lr[lr]) / len(by_lr[lr]))
+        reference = sum(by_lr[best_lr]) / len(by_lr[best_lr])
+        if not math.isfinite(reference):
+            continue
+        best = min((m for m in sweep.members if m.lr == best_lr), key=lambda m: scores[m.index])
         first = float(best.losses[np.isfinite(best.losses)][0])
-        progress = first - finite[best.index]
+        progress = first - reference
         if not progress > 0:
             continue
         for m in sweep.members:
@@ -223,7 +231,7 @@ def apply_sweeps(sweeps: list[Sweep], diagnoses: list[Diagnosis], cfg: Threshold
             if any(f.rule == "lr_too_high" and f.evidence.get("diverged") for f in findings):
                 continue
             s = scores[m.index]
-            trail = (s - finite[best.index]) / progress if math.isfinite(s) else math.inf
+            trail = (s - reference) / progress if math.isfinite(s) else math.inf
             findings = [f for f in findings if not _contradicted(f, m, best, trail, sweep, scores, cfg)]
             far = max(m.lr / best.lr, best.lr / m.lr) >= cfg.sweep_lr_ratio
             if far and trail >= cfg.sweep_trail:

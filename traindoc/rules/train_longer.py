@@ -1,4 +1,5 @@
-"""train_longer: train and validation accuracy both still rising at the end, with a gap; or,
+"""train_longer: train and validation accuracy both still rising at the end, with a gap, and the
+validation loss (where recorded) at its best at the last evaluation; or,
 from the losses (runs without accuracy, or with too few evaluations to see a trend): the validation loss at its best at the last evaluation and still falling, by
 its own last step or by the train loss's steady fall."""
 
@@ -21,6 +22,9 @@ def check(run, cfg: Thresholds) -> list[Finding]:
         return _from_losses(run, cfg)
     if not (st.train_rise >= cfg.rising_min and st.val_rise >= cfg.rising_min and st.gap >= cfg.longer_gap):
         return []
+    val = series_or_none(run, fmt.VAL_LOSS)
+    if val is not None and float(val.iloc[-1]) > float(val.min()):
+        return []  # the validation loss had stopped improving: more epochs would not help, whatever the accuracy says
     return [Finding(ID, "info", (int(2 * st.last_step / 3), st.last_step), {
             "train_acc_gain_last_third": st.train_rise, "val_acc_gain_last_third": st.val_rise,
             "final_train_acc": st.train_end, "final_val_acc": st.val_end, "gap": st.gap,
