@@ -123,6 +123,19 @@ def test_the_tasks_ceiling_withdraws_underfitting_where_no_run_did_better():
     assert "underfitting" in _by_name(runs, diagnose_runs(runs))["a"]
 
 
+def test_far_below_what_the_task_reaches_with_a_small_gap_is_underfitting():
+    """0.60 train / 0.57 val looks fair against perfect (a 3-point gap), but a sibling on the same
+    task reaches 0.95: the run does not fit its data. At chance, though, it learned nothing at all,
+and the siblings do not call that a capacity limit."""
+    runs = [_acc_run("small", 0.60, 0.57), _acc_run("big", 0.99, 0.95), _acc_run("mid", 0.97, 0.94)]
+    assert "underfitting" not in rules_fired({k: runs[0].get(k) for k in runs[0].keys}, {"num_classes": 10})
+    f = _by_name(runs, diagnose_runs(runs))["small"]["underfitting"]
+    assert f.evidence["task_best_run"] == "big" and f.evidence["task_best_val_acc"] == pytest.approx(0.95)
+    runs[0] = _acc_run("small", 0.11, 0.10)  # the siblings add nothing at chance
+    at_chance = _by_name(runs, diagnose_runs(runs))["small"].get("underfitting")
+    assert at_chance is None or "task_best_run" not in at_chance.evidence
+
+
 def test_a_loss_that_barely_moved_but_falls_steadily_is_lr_too_low():
     crawl = 2.30 - 0.08 * T / 60  # 3.5% of the first loss in the whole run, falling all along
     f = {x.rule: x for x in run_rules(run_of(windows(crawl, var=1e-4)))}

@@ -90,6 +90,7 @@ class Thresholds:
     # underfitting / train_longer
     gap_small: float = _why(0.02, "train and validation accuracy within 2 points: the gap is too small to say the model is fitting the data")
     low_progress: float = _why(0.75, "train accuracy that closed less than 75% of the distance from chance to perfect is low")
+    sibling_gap: float = _why(0.04, "beside a sibling on the same task that reaches far more, a gap under 4 points is still too small to say the model fits its data")
     rising_min: float = _why(0.01, "still rising: at least 1 point of accuracy gained over the last third of the run")
     longer_loss_share: float = _why(0.15, "from the losses: the last third of the run still brings 15% of the loss's whole drop")
     longer_val_drop: float = _why(0.02, "from the losses: a last evaluation 2% below the one before is still real progress; near convergence an epoch gains far less")

@@ -8,8 +8,10 @@ accuracy by `gap_small` or more had the capacity to fit more than generalises, s
 validation accuracy says how far this task goes. With three or more runs in the task and such
 a sibling among them, a run whose train accuracy covers `low_progress` of the way from chance to that
 ceiling fits as well as anything tried on it: its underfitting finding is withdrawn. The
-ceiling is never above 1, so siblings can only withdraw the finding, never add it; and a
-folder of runs that all underfit has no such sibling, so nothing is withdrawn there.
+ceiling is never above 1; a folder of runs that all underfit has no such sibling, so nothing
+is withdrawn there. The other way round, a run far below that ceiling (under `low_progress`
+of the way from chance, yet above chance) with a gap under `sibling_gap` underfits even where its accuracy
+looks fair against perfect, unless an LR finding already explains it.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, replace
 
-from .base import DEFAULT, Thresholds
+from .base import DEFAULT, Finding, Thresholds
 from .curves import num_classes
 from .fit_gap import end_state
 from .needs import Diagnosis
@@ -26,15 +28,27 @@ MIN_SIBLINGS = 3
 
 
 @dataclass
+class Member:
+    """One run of a task, as its accuracies ended."""
+
+    index: int
+    name: str
+    train: float
+    val: float
+    chance: float
+    steps: tuple
+
+
+@dataclass
 class Task:
-    """Runs taken for one task: (run index, final train accuracy, final validation accuracy)."""
+    """Runs taken for one task (same folder, same number of classes)."""
 
     members: list
 
-    def ceiling(self, gap_small: float) -> tuple[float, int] | None:
-        """(best validation accuracy among members that fit beyond it, whose), or None."""
-        fitting = [(va, i) for i, ta, va in self.members if ta - va >= gap_small]
-        return max(fitting) if fitting else None
+    def ceiling(self, gap_small: float) -> Member | None:
+        """The member with the best validation accuracy among those that fit beyond it, or None."""
+        fitting = [m for m in self.members if m.train - m.val >= gap_small]
+        return max(fitting, key=lambda m: m.val) if fitting else None
 
 
 def find_tasks(runs: list) -> dict[int, Task]:
@@ -45,24 +59,34 @@ def find_tasks(runs: list) -> dict[int, Task]:
         if st is None:
             continue
         key = (os.path.dirname(os.path.normpath(run.path or "")), num_classes(run))
-        groups.setdefault(key, Task([])).members.append((i, st.train_end, st.val_end))
-    return {i: t for t in groups.values() if len(t.members) >= MIN_SIBLINGS for i, _, _ in t.members}
+        groups.setdefault(key, Task([])).members.append(
+            Member(i, run.name, st.train_end, st.val_end, st.chance, (st.first_step, st.last_step)))
+    return {m.index: t for t in groups.values() if len(t.members) >= MIN_SIBLINGS for m in t.members}
 
 
 def apply_ceilings(runs: list, tasks: dict[int, Task], diagnoses: list[Diagnosis],
                    cfg: Thresholds) -> list[Diagnosis]:
-    """The diagnoses without the underfitting findings that the task's ceiling explains."""
+    """Underfitting withdrawn where the run reaches `low_progress` of the task's ceiling; added
+    where it reaches less, its gap is under `sibling_gap`, and no LR finding explains it."""
     out = list(diagnoses)
     for i, task in tasks.items():
         d = out[i]
-        uf = [f for f in d.findings if f.rule == "underfitting"]
-        if not uf:
-            continue
+        me = next(m for m in task.members if m.index == i)
         top = task.ceiling(cfg.gap_small)
-        chance = uf[0].evidence["chance_acc"]
-        if top is None or top[0] <= chance:
+        if top is None or top.val <= me.chance or top.index == i:
             continue
-        progress = (uf[0].evidence["final_train_acc"] - chance) / (top[0] - chance)
-        if progress >= cfg.low_progress:
+        progress = (me.train - me.chance) / (top.val - me.chance)
+        rules = {f.rule for f in d.findings}
+        if "underfitting" in rules and progress >= cfg.low_progress:
             out[i] = replace(d, findings=[f for f in d.findings if f.rule != "underfitting"])
+        elif ("underfitting" not in rules and cfg.collapse_to < progress < cfg.low_progress
+              and abs(me.train - me.val) < cfg.sibling_gap and not rules & {"lr_too_low", "lr_too_high"}):
+            # (at chance the model learned nothing at all: a capacity limit still learns something)
+            out[i] = replace(d, findings=d.findings + [Finding("underfitting", "warning", me.steps, {
+                "final_train_acc": me.train, "final_val_acc": me.val, "gap": me.train - me.val,
+                "chance_acc": me.chance, "task_best_val_acc": top.val, "task_best_run": top.name,
+                "progress_toward_task_best": progress, "task_runs": len(task.members),
+            }, f"Use a bigger model or less regularization: {top.name}, on the same task, reached "
+               f"{top.val:.1%} validation accuracy, while this run fits its own training data only to "
+               f"{me.train:.1%}, hardly above its validation accuracy.")])
     return out
