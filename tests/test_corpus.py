@@ -64,3 +64,27 @@ def test_readme_held_out_table_is_what_the_benchmark_prints():
     held_out = out.split("## Held out")[1].split("\n\n", 1)[1].split("\n\n")[0].strip()
     readme = open(os.path.join(ROOT, "README.md"), encoding="utf-8").read()
     assert held_out in readme
+
+
+@pytest.mark.skipif(not os.path.exists(os.path.join(CORPUS, "labels.json")), reason="corpus not built")
+def test_the_calibrations_memo_gives_what_the_rules_give():
+    """The grid search remembers each rule's verdict per run and per value of the thresholds it
+    read; on real runs and thresholds from all over the grid, that must equal running the rules."""
+    import dataclasses
+    import random
+
+    from benchmarks.diagnose_accuracy import GRID, MemoJudge
+    from traindoc.diagnose import load
+    from traindoc.rules import DEFAULT, diagnose_run
+
+    with open(os.path.join(CORPUS, "labels.json")) as f:
+        labels = json.load(f)
+    runs = [load(os.path.join(CORPUS, e["path"]))[0] for e in labels[::12]]
+    rng = random.Random(0)
+    memo = MemoJudge()
+    for _ in range(12):
+        cfg = dataclasses.replace(DEFAULT, **{k: rng.choice(v) for k, v in GRID.items()})
+        for run in runs:
+            assert diagnose_run(run, cfg, memo) == diagnose_run(run, cfg)
+    assert any(len(entries) > 1 for entries in memo.memo.values())  # some rule did depend on the grid
+    assert all(getattr(DEFAULT, k) in v for k, v in GRID.items())  # the defaults are among the candidates

@@ -65,7 +65,7 @@ class Thresholds:
     explode_factor: float = _why(1.5, "a loss 1.5x above where it started, after the warm-up, has exploded")
     high_fast_share: float = _why(0.8, "80% of the best drop reached within the first quarter of the run is a fast drop")
     high_fast_frac: float = _why(0.25, "see high_fast_share; the stall and rebound tests keep healthy runs out")
-    high_stall_level: float = _why(0.35, "a stall counts as high when the loss stays above 35% of its starting value")
+    high_stall_level: float = _why(0.25, "a stall counts as high when the loss stays above 25% of its starting value (chosen on the corpus, benchmarks/diagnose_accuracy.py)")
     high_rebound: float = _why(0.1, "climbing back by 10% of the drop it had made is getting worse, not settling")
     prior_band: float = _why(0.03, "a loss within 3% of the labels' entropy (or within its noise) is the loss of predicting the class prior")
     high_osc_ratio: float = _why(3.0, "window means that scatter 3x more than their own standard errors oscillate, rather than wander by batch noise")
@@ -97,7 +97,7 @@ class Thresholds:
     longer_gap: float = _why(0.02, "a gap of 2 points or more between train and validation accuracy")
 
     # sweeps (runs that differ only in the LR)
-    sweep_trail: float = _why(0.05, "in a sweep, a run whose best loss is behind the sweep's best by 5% of the progress the best run made from its first loss is far worse")
+    sweep_trail: float = _why(0.02, "in a sweep, a run whose best loss is behind the best LR's by 2% of the progress the best run made from its first loss is far worse (chosen on the corpus)")
     sweep_lr_ratio: float = _why(3.16, "half a decade (sqrt 10) or more from the sweep's best LR; the neighbours of a 1-3-10 sweep are within noise of each other, and from there on the side of the best names the finding")
 
     # initial_loss
