@@ -51,20 +51,32 @@ class Task:
         return max(fitting, key=lambda m: m.val) if fitting else None
 
 
+def digest(run) -> dict | None:
+    """What a task needs of a run, JSON-able (the run catalog stores it); None without accuracies."""
+    st = end_state(run, DEFAULT)
+    if st is None:
+        return None
+    return {"folder": os.path.dirname(os.path.normpath(run.path or "")), "classes": num_classes(run),
+            "name": run.name, "train": st.train_end, "val": st.val_end, "chance": st.chance,
+            "steps": [st.first_step, st.last_step]}
+
+
 def find_tasks(runs: list) -> dict[int, Task]:
     """Run index -> its task (folder + number of classes), for tasks of 3+ runs with accuracies."""
+    return tasks_of([digest(r) for r in runs])
+
+
+def tasks_of(digests: list) -> dict[int, Task]:
+    """The same from the runs' `digest`s (None where a run has none); indices are positions in `digests`."""
     groups: dict[tuple, Task] = {}
-    for i, run in enumerate(runs):
-        st = end_state(run, DEFAULT)
-        if st is None:
-            continue
-        key = (os.path.dirname(os.path.normpath(run.path or "")), num_classes(run))
-        groups.setdefault(key, Task([])).members.append(
-            Member(i, run.name, st.train_end, st.val_end, st.chance, (st.first_step, st.last_step)))
+    for i, d in enumerate(digests):
+        if d is not None:
+            groups.setdefault((d["folder"], d["classes"]), Task([])).members.append(
+                Member(i, d["name"], d["train"], d["val"], d["chance"], tuple(d["steps"])))
     return {m.index: t for t in groups.values() if len(t.members) >= MIN_SIBLINGS for m in t.members}
 
 
-def apply_ceilings(runs: list, tasks: dict[int, Task], diagnoses: list[Diagnosis],
+def apply_ceilings(tasks: dict[int, Task], diagnoses: list[Diagnosis],
                    cfg: Thresholds) -> list[Diagnosis]:
     """Underfitting withdrawn where the run reaches `low_progress` of the task's ceiling; added
     where it reaches less, its gap is under `sibling_gap`, and no LR finding explains it."""

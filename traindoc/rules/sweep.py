@@ -31,7 +31,7 @@ import numpy as np
 from traindoc import format as fmt
 
 from .base import Finding, Thresholds
-from .curves import loss_curve, lr_series, series_or_none
+from .curves import loss_curve, lr_series
 from .needs import Diagnosis
 
 #: Hyperparameter names read as the learning rate (lower-cased, "-" and " " as "_").
@@ -119,12 +119,40 @@ def _schedule_shape(run) -> tuple | None:
     return shape, float(f"{last:.2g}")
 
 
-def _comparison(run, use_val: bool) -> tuple[np.ndarray, np.ndarray] | None:
-    if use_val:
-        s = series_or_none(run, fmt.VAL_LOSS)
-        return None if s is None else (s.index.to_numpy(dtype=float), s.to_numpy(dtype=float))
+def _thin_min(steps: np.ndarray, values: np.ndarray, n: int = 400) -> tuple[list, list]:
+    """At most `n` points, each the lowest of its bucket (a sweep compares best losses, which this keeps)."""
+    if len(steps) <= n:
+        return [float(x) for x in steps], [float(v) for v in values]
+    edges = np.linspace(0, len(steps), n + 1).astype(int)
+    out_s, out_v = [], []
+    for a, b in zip(edges[:-1], edges[1:]):
+        seg = values[a:b]
+        k = int(np.nanargmin(seg)) if np.isfinite(seg).any() else len(seg) - 1
+        out_s.append(float(steps[a + k]))
+        out_v.append(float(seg[k]))
+    return out_s, out_v
+
+
+def digest(run) -> dict | None:
+    """What a sweep needs of a run, JSON-able (the run catalog stores it): where it is, its other
+    hyperparameters, its LR (from the config, or the peak and shape of its logged schedule), its
+    losses (validation, and train window means thinned to their bucket minima), and whether the loss
+    ended in NaN/inf. None for a run with neither an LR in its config nor a logged LR."""
+    lr, rest = _hparams(run)
+    shape = None
+    if lr is None:
+        shape = _schedule_shape(run)
+        if shape is None:
+            return None
+        lr = float(np.nanmax(lr_series(run).to_numpy(dtype=float)))
+    val = run.get(fmt.VAL_LOSS) if run.has(fmt.VAL_LOSS) else None  # NaNs kept: a diverged run still has one
     c = loss_curve(run)
-    return None if c is None or not len(c) else (c.steps.astype(float), c.mean.astype(float))
+    return {"folder": os.path.dirname(os.path.normpath(run.path or "")), "name": run.name, "lr": lr,
+            "hparams": [list(kv) for kv in rest], "shape": [list(shape[0]), shape[1]] if shape else None,
+            "inferred": shape is not None and not rest,
+            "val": None if val is None else [[float(x) for x in val.index], [float(v) for v in val.to_numpy()]],
+            "train": None if c is None or not len(c) else list(_thin_min(c.steps, c.mean)),
+            "ended_nonfinite": _ended_nonfinite(run)}
 
 
 def _ended_nonfinite(run) -> bool:
@@ -139,35 +167,37 @@ def _ended_nonfinite(run) -> bool:
 
 def find_sweeps(runs: list) -> list[Sweep]:
     """The sweeps among `runs` (RunSeries), each with three or more LRs spanning a decade."""
-    groups: dict[tuple, list[tuple[int, float]]] = {}
-    inferred = set()
-    for i, run in enumerate(runs):
-        folder = os.path.dirname(os.path.normpath(run.path or ""))
-        lr, rest = _hparams(run)
-        shape = None
-        if lr is None:
-            shape = _schedule_shape(run)
-            if shape is None:
-                continue
-            lr = float(np.nanmax(lr_series(run).to_numpy(dtype=float)))
-        key = (folder, rest, shape)
-        groups.setdefault(key, []).append((i, lr))
-        if shape is not None and not rest:
-            inferred.add(key)
+    return sweeps_of([digest(r) for r in runs])
+
+
+def _key(d: dict) -> tuple:
+    return (d["folder"], tuple(tuple(kv) for kv in d["hparams"]),
+            None if d["shape"] is None else (tuple(d["shape"][0]), d["shape"][1]))
+
+
+def sweeps_of(digests: list) -> list[Sweep]:
+    """The sweeps among runs given by their `digest` (None where a run has none); member indices
+    are positions in `digests`."""
+    groups: dict[tuple, list[int]] = {}
+    for i, d in enumerate(digests):
+        if d is not None:
+            groups.setdefault(_key(d), []).append(i)
     sweeps = []
     for key, items in groups.items():
-        lrs = [lr for _, lr in items]
+        lrs = [digests[i]["lr"] for i in items]
         distinct = sorted(set(lrs))
         if len(distinct) < MIN_RUNS or distinct[-1] / distinct[0] < MIN_SPAN:
             continue
-        if key in inferred and len(distinct) < len(lrs):
+        if digests[items[0]]["inferred"] and len(distinct) < len(lrs):
             continue  # two runs at one LR without hyperparameters: something else differs
-        use_val = all(runs[i].has(fmt.VAL_LOSS) for i, _ in items)
+        use_val = all(digests[i]["val"] for i in items)
         sweep = Sweep(key[0], metric="validation loss" if use_val else "train loss")
-        for i, lr in items:
-            got = _comparison(runs[i], use_val)
-            steps, losses = got if got is not None else (np.zeros(0), np.zeros(0))
-            sweep.members.append(Member(i, runs[i].name, lr, losses, steps, _ended_nonfinite(runs[i])))
+        for i in items:
+            d = digests[i]
+            curve = d["val"] if use_val else d["train"]
+            steps, losses = (np.asarray(curve[0], float), np.asarray(curve[1], float)) if curve else \
+                (np.zeros(0), np.zeros(0))
+            sweep.members.append(Member(i, d["name"], d["lr"], losses, steps, d["ended_nonfinite"]))
         sweeps.append(sweep)
     return sweeps
 
