@@ -232,6 +232,8 @@ class RunSeries:
     path: str
     meta: dict
     _data: dict
+    #: values derived from the (never changing) data, computed once: the rules' loss curve
+    memo: dict = field(default_factory=dict, repr=False, compare=False)
 
     @classmethod
     def from_frame(cls, frame: pd.DataFrame, meta: dict, path: str) -> "RunSeries":
@@ -282,6 +284,19 @@ class RunSeries:
         if s.index.has_duplicates:
             s = s[~s.index.duplicated(keep="last")]
         return s
+
+    def arrays(self, key: str) -> tuple[np.ndarray, np.ndarray]:
+        """(steps, values) of `key` as numpy arrays, in the same order and with the same last-kept
+        duplicates as `get` (for code that runs per layer and cannot afford a Series each)."""
+        if key not in self._data:
+            return np.zeros(0, np.int64), np.zeros(0)
+        steps, values, _ = self._data[key]
+        if len(steps) > 1 and (np.diff(steps) <= 0).any():
+            order = np.argsort(steps, kind="stable")
+            steps, values = steps[order], values[order]
+            last = np.r_[steps[1:] != steps[:-1], True]
+            steps, values = steps[last], values[last]
+        return steps, values
 
     def walls(self, key: str) -> pd.Series:
         """Wall times of series `key`, indexed by step."""

@@ -33,9 +33,3 @@ def ago(ts) -> str:
         if d >= size:
             return f"{d / size:.0f} {unit} ago"
     return f"{d:.0f} s ago"
-
-
-def short_config(config: dict, limit: int = 4) -> str:
-    """The first few scalar hyperparameters as 'lr=0.1, batch_size=32'."""
-    items = [(k, v) for k, v in (config or {}).items() if isinstance(v, (int, float, str, bool))]
-    return ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in items[:limit])

@@ -1,41 +1,70 @@
-"""Runs page: one row per run under ROOT; filter, sort, open, pick runs to compare."""
+"""Runs page: one row per run under ROOT, from the run catalog; filter, sort and page in the
+index; open runs, pick runs to compare.
+
+The catalog (`traindoc.catalog`) reads only the runs whose files changed since the last
+visit, with a progress bar while it does; filtering, sorting and paging happen in SQLite, so
+a root of 10,000 runs draws one page of 50 rows.
+"""
 
 from __future__ import annotations
 
 import pandas as pd
 import streamlit as st
 
-from ..data import discover, not_diagnosed_text, not_runs, root_dir, status_of, with_siblings
+from traindoc.catalog import Catalog
+
+from ..data import STALE_SECS, root_dir, status_of
 from ..nav import pages
-from .common import ago, md, short_config, store
+from .common import ago, md
 
 STATUS_ICON = {"live": "● live", "finished": "finished", "crashed": "✖ crashed", "stale": "stale (no writes)",
                "unreadable": "unreadable", "unknown": "unknown"}
+PAGE_SIZE = 50
+SORTS = {"name": "name", "last update": "updated", "steps": "steps", "best val acc": "best_val_acc",
+         "findings": "findings", "status": "status"}
 
 
-def table(root: str) -> pd.DataFrame:
-    """The runs table (one row per run; unreadable runs say why)."""
-    rows = []
-    loaded = with_siblings([store().load(name, path) for name, path in discover(root).items()])
-    for ld in loaded:
-        name = ld.name
-        if ld.error:
-            rows.append({"run": name, "status": STATUS_ICON["unreadable"], "steps": None, "last update": "-",
-                         "best val acc": None, "best step": None, "hyperparameters": "", "findings": [],
-                         "problem": ld.error})
-            continue
-        s = ld.series
-        va = s.get("val/acc").dropna()
-        rows.append({
-            "run": name, "status": STATUS_ICON[status_of(s.meta)], "steps": s.last_step,
-            "last update": ago(s.meta.get("updated") or s.meta.get("end_time")),
-            "best val acc": float(va.max()) if len(va) else None,
-            "best step": int(va.idxmax()) if len(va) else None,
-            "hyperparameters": short_config(s.meta.get("config") or {}),
-            "findings": [f.rule for f in ld.findings] + ([] if ld.diagnosed else ["not diagnosed"]),
-            "problem": "" if ld.diagnosed else f"not diagnosed: {not_diagnosed_text(ld)}",
-        })
-    return pd.DataFrame(rows)
+@st.cache_resource
+def catalog(root: str) -> Catalog:
+    """One catalog per root, shared by every session (it serialises its own refreshes)."""
+    return Catalog(root)
+
+
+def refresh(cat: Catalog) -> None:
+    """Bring the index up to date, with a progress bar while runs are being read."""
+    bar = st.empty()
+
+    def progress(done: int, total: int) -> None:
+        if total >= 20:
+            bar.progress(done / total, text=f"Indexing runs: {done:,} of {total:,} read")
+
+    cat.refresh(progress=progress)
+    bar.empty()
+
+
+def _frame(rows: list[dict]) -> pd.DataFrame:
+    out = []
+    for r in rows:
+        if r["error"]:
+            shown = "unreadable"
+        else:
+            shown = status_of({"status": r["status"], "updated": r["updated"]})
+        findings = r["findings"] + ([] if r["diagnosed"] or r["error"] else ["not diagnosed"])
+        out.append({"run": r["name"], "findings": findings, "status": STATUS_ICON[shown], "steps": r["steps"],
+                    "last update": ago(r["updated"]), "best val acc": r["best_val_acc"], "best step": r["best_step"],
+                    "hyperparameters": r["hparams"] or ""})
+    cols = ["run", "findings", "status", "steps", "last update", "best val acc", "best step", "hyperparameters"]
+    return pd.DataFrame(out, columns=cols)
+
+
+def _problem(r: dict) -> str | None:
+    if r["error"]:
+        return f"**{md(r['name'])}** cannot be shown: {md(r['error'])}"
+    if not r["diagnosed"]:
+        lacks = list(dict.fromkeys(m for s in r["skipped"] for m in s["missing"]))
+        return (f"**{md(r['name'])}** was read but not diagnosed: missing {md(', '.join(lacks))}; found: "
+                f"{md(', '.join(r['found']) or 'no series')}")
+    return None
 
 
 def render() -> None:
@@ -43,33 +72,38 @@ def render() -> None:
     root = root_dir()
     st.title("Runs")
     st.caption(f"Reading {md(root)}")
-    df = table(root)
-    others = not_runs(root)
+    cat = catalog(root)
+    refresh(cat)
+    others = cat.not_runs()
     if others:
         st.caption("Not runs (none of the formats traindoc reads): " + ", ".join(md(o) for o in others[:20])
                    + (f" and {len(others) - 20} more" if len(others) > 20 else ""))
-    if df.empty:
+    if not cat.count():
         st.info("No runs here yet. Attach the collector to a training script with `root` pointing at this folder; "
                 "runs appear as soon as they start writing.")
         return
-    c1, c2 = st.columns([3, 2])
+    c1, c2, c3, c4 = st.columns([3, 2, 2, 1])
     text = c1.text_input("Filter", placeholder="part of a name, a hyperparameter or a finding", key="runs_filter")
-    statuses = c2.multiselect("Status", sorted(df["status"].unique()), key="runs_status")
-    view = df
-    if text:
-        hay = (df["run"] + " " + df["hyperparameters"] + " " + df["findings"].map(" ".join)).str.lower()
-        view = view[hay.str.contains(text.lower(), regex=False)]
-    if statuses:
-        view = view[view["status"].isin(statuses)]
-    if (view["problem"] != "").any():
-        for _, row in view[view["problem"] != ""].iterrows():
-            if row["problem"].startswith("not diagnosed"):
-                st.warning(f"**{md(row['run'])}** was read but {md(row['problem'])}")
-            else:
-                st.warning(f"**{md(row['run'])}** cannot be shown: {md(row['problem'])}")
+    statuses = c2.multiselect("Status", list(STATUS_ICON), key="runs_status")
+    sort = c3.selectbox("Sort by", list(SORTS), key="runs_sort")
+    descending = c4.toggle("Descending", value=sort in ("last update", "best val acc", "steps"), key="runs_desc")
+    _, total = cat.query(text, tuple(statuses), limit=0, stale_secs=STALE_SECS)
+    pages_n = max(1, -(-total // PAGE_SIZE))
+    page = 1
+    if pages_n > 1:
+        page = int(st.number_input(f"Page (of {pages_n:,}; {total:,} runs)", 1, pages_n, 1, key="runs_page"))
+    rows, total = cat.query(text, tuple(statuses), SORTS[sort], descending, PAGE_SIZE, (page - 1) * PAGE_SIZE,
+                            stale_secs=STALE_SECS)
+    if not rows:
+        st.info("No run matches.")
+        return
+    for r in rows:
+        msg = _problem(r)
+        if msg:
+            st.warning(msg)
+    view = _frame(rows)
     event = st.dataframe(
-        view.drop(columns=["problem"]), hide_index=True, on_select="rerun", selection_mode="multi-row",
-        key="runs_table",
+        view, hide_index=True, on_select="rerun", selection_mode="multi-row", key=f"runs_table_{page}",
         column_config={
             "best val acc": st.column_config.NumberColumn(format="%.3f"),
             "findings": st.column_config.ListColumn("findings", help="rule ids of the diagnostics that fired"),

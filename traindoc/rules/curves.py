@@ -53,7 +53,14 @@ def loss_curve(run: RunSeries) -> Curve | None:
 
 
 def raw_loss_curve(run: RunSeries) -> Curve | None:
-    """The loss curve with its non-finite windows (what lr_too_high looks at for divergence)."""
+    """The loss curve with its non-finite windows (what lr_too_high looks at for divergence).
+    Computed once per run: every rule asks for it."""
+    if "raw_loss_curve" not in run.memo:
+        run.memo["raw_loss_curve"] = _raw_loss_curve(run)
+    return run.memo["raw_loss_curve"]
+
+
+def _raw_loss_curve(run: RunSeries) -> Curve | None:
     mean_key = fmt.LOSS_WINDOW + "/mean"
     if run.has(mean_key):
         m = run.get(mean_key)

@@ -120,17 +120,15 @@ def _schedule_shape(run) -> tuple | None:
 
 
 def _thin_min(steps: np.ndarray, values: np.ndarray, n: int = 400) -> tuple[list, list]:
-    """At most `n` points, each the lowest of its bucket (a sweep compares best losses, which this keeps)."""
+    """At most `n` points: each bucket's lowest value at the bucket's last step (a sweep compares
+    best losses up to a step, which this keeps, never counting a value before its step)."""
     if len(steps) <= n:
         return [float(x) for x in steps], [float(v) for v in values]
-    edges = np.linspace(0, len(steps), n + 1).astype(int)
-    out_s, out_v = [], []
-    for a, b in zip(edges[:-1], edges[1:]):
-        seg = values[a:b]
-        k = int(np.nanargmin(seg)) if np.isfinite(seg).any() else len(seg) - 1
-        out_s.append(float(steps[a + k]))
-        out_v.append(float(seg[k]))
-    return out_s, out_v
+    starts = np.linspace(0, len(steps), n + 1).astype(int)[:-1]
+    ends = np.r_[starts[1:], len(steps)] - 1
+    with np.errstate(invalid="ignore"):
+        lows = np.fmin.reduceat(np.asarray(values, float), starts)
+    return [float(x) for x in np.asarray(steps)[ends]], [float(v) for v in lows]
 
 
 def digest(run) -> dict | None:

@@ -23,20 +23,21 @@ def check(run, cfg: Thresholds) -> list[Finding]:
     for key in run.with_prefix(fmt.RATIO_PREFIX):
         if key == fmt.RATIO_GLOBAL or key.endswith("bias"):
             continue
-        s = run.get(key)
-        s = s[(s.index > cfg.warmup_frac * last) & np.isfinite(s.to_numpy()) & (s > 0)]
-        if len(s) < cfg.ratio_min_samples:
+        steps, v = run.arrays(key)  # numpy, not a Series: this runs per layer
+        keep = (steps > cfg.warmup_frac * last) & np.isfinite(v) & (v > 0)
+        steps, v = steps[keep], v[keep]
+        if len(v) < cfg.ratio_min_samples:
             continue
         layer = key[len(fmt.RATIO_PREFIX):]
-        med = float(s.median())
-        if (s > hi).mean() >= cfg.ratio_persist:
+        med = float(np.median(v))
+        if (v > hi).mean() >= cfg.ratio_persist:
             high[layer] = med
-        elif (s < lo).mean() >= cfg.ratio_persist:
+        elif (v < lo).mean() >= cfg.ratio_persist:
             low[layer] = med
         else:
             continue
-        first = int(s.index[0]) if first is None else min(first, int(s.index[0]))
-        end = int(s.index[-1]) if end is None else max(end, int(s.index[-1]))
+        first = int(steps[0]) if first is None else min(first, int(steps[0]))
+        end = int(steps[-1]) if end is None else max(end, int(steps[-1]))
     out = []
     if high:
         out.append(Finding(ID, "warning", (first, end), {
