@@ -37,3 +37,11 @@ def root(tmp_path):
     p = tmp_path / "runs"
     p.mkdir()
     return str(p)
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _cache_in_a_temporary_folder(tmp_path_factory):
+    """The run catalog and the TensorBoard cache live in $TRAINDOC_CACHE: never the user's home in tests."""
+    if "TRAINDOC_CACHE" not in os.environ:
+        os.environ["TRAINDOC_CACHE"] = str(tmp_path_factory.mktemp("traindoc-cache"))
+    yield

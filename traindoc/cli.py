@@ -26,11 +26,24 @@ def _fail(msg: str) -> int:
     return EXIT_BAD_INPUT
 
 
+def _progress_bar():
+    """A one-line progress bar on stderr (a terminal), while runs are read into the catalog."""
+    def show(done: int, total: int) -> None:
+        if total < 20:
+            return
+        width = 30
+        filled = int(width * done / total)
+        end = "\n" if done >= total else ""
+        print(f"\rtraindoc: indexing runs [{'#' * filled}{'.' * (width - filled)}] {done:,}/{total:,}", end=end,
+              file=sys.stderr, flush=True)
+    return show
+
+
 def cmd_diagnose(args) -> int:
     from .diagnose import InputError, diagnose_path, scan
 
     try:
-        reports = diagnose_path(args.path)
+        reports = diagnose_path(args.path, progress=_progress_bar() if sys.stderr.isatty() else None)
         _, not_runs = scan(args.path)
     except InputError as exc:
         return _fail(str(exc))

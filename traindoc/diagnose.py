@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sqlite3
 from dataclasses import dataclass, field
 
 from . import logs
@@ -124,9 +125,27 @@ def load(path: str) -> tuple[RunSeries, list[str]]:
     return reader.series(), list(reader.problems)
 
 
-def diagnose_path(path: str, cfg: Thresholds = DEFAULT) -> list[RunReport]:
+def diagnose_path(path: str, cfg: Thresholds = DEFAULT, progress=None) -> list[RunReport]:
     """Diagnose every run under `path`, each alone and then together with its siblings (sweeps,
-    a task's ceiling: `rules.together`). A run that cannot be read gets an error, the rest go on."""
+    a task's ceiling: `rules.together`). A run that cannot be read gets an error, the rest go on.
+
+    A folder of runs goes through the run catalog (`catalog.py`) with the default thresholds: only
+    runs whose files changed since the last call are read again. `progress(done, total)` is told
+    while runs are read. Without a usable cache folder, every run is read."""
+    if cfg is DEFAULT and os.path.isdir(path) and not (_is_run(path) or is_tb_run(path)):
+        find_runs(path)  # the same InputError as below for a folder with no run
+        try:
+            from .catalog import Catalog
+
+            cat = Catalog(path)
+            cat.refresh(progress=progress)
+            reports = cat.reports()
+        except (OSError, sqlite3.Error):
+            reports = None
+        if reports is not None:
+            for r in reports:  # paths as the caller gave the root
+                r.path = os.path.join(path, *r.name.split("/")) if r.name != os.path.basename(cat.root) else path
+            return reports
     reports: list[RunReport] = []
     loaded = []  # (position in reports, run, problems)
     for run_path in find_runs(path):
