@@ -39,12 +39,19 @@ def test_only_changed_runs_are_read_again(cat_root):
     assert cat.refresh().read == 0  # nothing changed: nothing read, finished or not
     meta = root / "healthy-mlp-sgd" / "meta.json"
     time.sleep(0.01)
-    meta.write_text(meta.read_text())  # same bytes, new mtime: its files changed
+    tmp = root / "healthy-mlp-sgd" / "meta.json.tmp"
+    tmp.write_text(meta.read_text())
+    os.replace(tmp, meta)  # how the collector rewrites meta.json (a resume does): its folder changed
     assert cat.refresh().read == 1
+    (root / "later").mkdir()
+    assert cat.refresh().read == 0
+    _copy(["lr-low-mlp-sgd"], root / "later")  # a run appears inside a folder that held none
+    assert cat.refresh().read == 1 and cat.count() == 4
+    shutil.rmtree(root / "later")
     shutil.rmtree(root / "overfit-mlp-adam")
     _copy(["underfit-linear-sgd"], root)
     r = cat.refresh()
-    assert (r.read, r.removed, r.listed) == (1, 1, 3)
+    assert (r.read, r.removed, r.listed) == (1, 2, 3)  # the new one read; overfit and later/... gone
     assert sorted(x["name"] for x in cat.query()[0]) == ["healthy-mlp-sgd", "lr-high-cnn-adam", "underfit-linear-sgd"]
 
 

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 
 from . import format as fmt
 
-SCHEMA = 1
+SCHEMA = 2
 PARALLEL_FROM = 64  # with this many runs to read, read them in worker processes
 THIN = 64  # points kept per digest curve (bucket minima)
 
@@ -88,6 +88,30 @@ def signature(path: str) -> str:
     return h.hexdigest()[:20]
 
 
+#: Statuses of runs that no longer write: only new files or a rewritten meta.json (a resume)
+#: change them, and either changes their folder's mtime, so one stat tells.
+SETTLED = ("finished", "crashed")
+
+
+def _quick(path: str) -> int | None:
+    """The mtime of a run's folder (or file): enough to tell that a settled run did not change."""
+    try:
+        return os.stat(path).st_mtime_ns
+    except OSError:
+        return None
+
+
+def _unchanged(skeleton: dict) -> bool:
+    """True when every folder of the skeleton still has the mtime it had."""
+    for path, mtime in skeleton.items():
+        try:
+            if os.stat(path).st_mtime_ns != mtime:
+                return False
+        except OSError:
+            return False
+    return True
+
+
 def _finding(d: dict):
     from .rules import Finding
 
@@ -112,11 +136,11 @@ def index_one(path: str) -> dict:
     from .reader import RunFormatError
     from .rules import diagnose_run, series_found, together
 
-    sig = signature(path)
+    sig, quick = signature(path), _quick(path)
     try:
         run, problems = load(path)
     except (RunFormatError, OSError, ValueError) as exc:
-        return {"sig": sig, "error": str(exc)}
+        return {"sig": sig, "quick": None, "error": str(exc)}
     d = diagnose_run(run)
     meta = run.meta
     va = run.get(fmt.VAL_ACC).dropna() if run.has(fmt.VAL_ACC) else None
@@ -129,7 +153,8 @@ def index_one(path: str) -> dict:
             updated = None
     config = meta.get("config") if isinstance(meta.get("config"), dict) else {}
     return {
-        "sig": sig, "error": None, "status": meta.get("status") or "unknown", "updated": updated,
+        "sig": sig, "quick": quick if meta.get("source", "traindoc") == "traindoc" else None, "error": None,
+        "status": meta.get("status") or "unknown", "updated": updated,
         "steps": run.last_step, "records": None,
         "best_val_acc": float(va.max()) if va is not None and len(va) else None,
         "best_step": int(va.idxmax()) if va is not None and len(va) else None,
@@ -188,12 +213,18 @@ class Catalog:
             self._lock = _LOCKS.setdefault(self.db_path, threading.Lock())
         with self._db() as db:
             db.execute("PRAGMA journal_mode=WAL")
+            db.execute("CREATE TABLE IF NOT EXISTS info (key TEXT PRIMARY KEY, value TEXT)")
+            got = db.execute("SELECT value FROM info WHERE key = 'schema'").fetchone()
+            if got is None or got[0] != str(SCHEMA):  # an older layout: start this root's index afresh
+                db.execute("DROP TABLE IF EXISTS runs")
+                db.execute("DELETE FROM info")
+                db.execute("INSERT INTO info VALUES ('schema', ?)", (str(SCHEMA),))
             db.execute("""CREATE TABLE IF NOT EXISTS runs (
-                name TEXT PRIMARY KEY, path TEXT, folder TEXT, sig TEXT, version TEXT, status TEXT, updated REAL,
+                name TEXT PRIMARY KEY, path TEXT, folder TEXT, sig TEXT, quick INTEGER, version TEXT, status TEXT,
+                updated REAL,
                 steps INTEGER, best_val_acc REAL, best_step INTEGER, best_val_loss REAL, hparams TEXT,
                 findings TEXT, row TEXT, digest TEXT, final TEXT)""")
             db.execute("CREATE INDEX IF NOT EXISTS runs_folder ON runs(folder)")
-            db.execute("CREATE TABLE IF NOT EXISTS info (key TEXT PRIMARY KEY, value TEXT)")
             db.execute("INSERT OR REPLACE INTO info VALUES ('root', ?)", (self.root,))
 
     def _db(self) -> sqlite3.Connection:
@@ -212,38 +243,42 @@ class Catalog:
         return out
 
     def _refresh(self, progress, workers) -> Refresh:
-        from .diagnose import InputError, scan
-
-        try:
-            paths, others = scan(self.root)
-        except InputError:
-            paths, others = [], []
-        listed = {}
-        for p in paths:
-            name = os.path.relpath(p, self.root).replace(os.sep, "/")
-            listed[os.path.basename(self.root) if name == "." else name] = p
         version = code_version()
         with self._db() as db:
-            known = {n: (s, v, p) for n, s, v, p in db.execute("SELECT name, sig, version, path FROM runs")}
+            known = {n: (s, v, p, q, st) for n, s, v, p, q, st in
+                     db.execute("SELECT name, sig, version, path, quick, status FROM runs")}
+            skeleton = self._info(db, "skeleton")
+        if skeleton is not None and known and _unchanged(skeleton):
+            listed = {n: k[2] for n, k in known.items()}  # no folder changed: the same runs
+            others = None
+        else:
+            listed, others, skeleton = self._scan()
         todo = []
         for name, path in listed.items():
             old = known.get(name)
-            if old is None or old[1] != version or old[0] != signature(path):
+            if old is None or old[1] != version:
+                todo.append((name, path))
+            elif old[4] in SETTLED and old[3] is not None:
+                if _quick(path) != old[3]:  # a finished run changes only by new files or a rewritten meta.json
+                    todo.append((name, path))
+            elif old[0] != signature(path):
                 todo.append((name, path))
         gone = [n for n in known if n not in listed]
         rows = self._read(todo, progress, workers)
         with self._db() as db:
             db.execute("BEGIN")
-            db.execute("INSERT OR REPLACE INTO info VALUES ('not_runs', ?)",
-                       (_json([os.path.relpath(o, self.root).replace(os.sep, "/") for o in others]),))
+            if others is not None:
+                db.execute("INSERT OR REPLACE INTO info VALUES ('not_runs', ?)",
+                           (_json([os.path.relpath(o, self.root).replace(os.sep, "/") for o in others]),))
+                db.execute("INSERT OR REPLACE INTO info VALUES ('skeleton', ?)", (_json(skeleton),))
             for n in gone:
                 db.execute("DELETE FROM runs WHERE name = ?", (n,))
             for (name, path), r in zip(todo, rows):
-                db.execute("INSERT OR REPLACE INTO runs (name, path, folder, sig, version, status, updated, steps, "
-                           "best_val_acc, best_step, best_val_loss, hparams, findings, row, digest, final) "
-                           "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)", (
-                               name, path, os.path.dirname(os.path.normpath(path)), r["sig"], version,
-                               r.get("status", "unreadable") if not r.get("error") else "unreadable",
+                db.execute("INSERT OR REPLACE INTO runs (name, path, folder, sig, quick, version, status, updated, "
+                           "steps, best_val_acc, best_step, best_val_loss, hparams, findings, row, digest, final) "
+                           "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)", (
+                               name, path, os.path.dirname(os.path.normpath(path)), r["sig"], r.get("quick"),
+                               version, r.get("status", "unreadable") if not r.get("error") else "unreadable",
                                r.get("updated"), r.get("steps"), r.get("best_val_acc"), r.get("best_step"),
                                r.get("best_val_loss"), short_config(r.get("config") or {}),
                                _json([f["rule"] for f in r.get("own", [])]),
@@ -255,6 +290,40 @@ class Catalog:
         if todo or gone:
             self._judge_together(touched)
         return Refresh(listed=len(listed), read=len(todo), removed=len(gone))
+
+    @staticmethod
+    def _info(db, key: str):
+        got = db.execute("SELECT value FROM info WHERE key = ?", (key,)).fetchone()
+        return json.loads(got[0]) if got else None
+
+    def _scan(self) -> tuple[dict, list, dict]:
+        """(name -> path of every run, what is not a run, the skeleton): a full walk of the root.
+        The skeleton is every folder walked that is not a run or inside one, with its mtime: as
+        long as none of them changed, no run appeared or went, and a reopen needs no walk."""
+        from .diagnose import InputError, scan
+
+        try:
+            paths, others = scan(self.root)
+        except InputError:
+            paths, others = [], []
+        listed = {}
+        for p in paths:
+            name = os.path.relpath(p, self.root).replace(os.sep, "/")
+            listed[os.path.basename(self.root) if name == "." else name] = p
+        runs = set(paths)
+        skeleton = {}
+        base = self.root.rstrip(os.sep).count(os.sep)
+        for dirpath, dirnames, _ in os.walk(self.root, followlinks=False):
+            if dirpath in runs:
+                dirnames[:] = []
+                continue
+            try:
+                skeleton[dirpath] = os.stat(dirpath).st_mtime_ns
+            except OSError:
+                pass
+            deep = dirpath.count(os.sep) - base >= 6
+            dirnames[:] = [] if deep else [d for d in dirnames if os.path.join(dirpath, d) not in runs]
+        return listed, others, skeleton
 
     def _read(self, todo: list, progress, workers) -> list[dict]:
         total = len(todo)

@@ -81,10 +81,14 @@ def apply_ceilings(tasks: dict[int, Task], diagnoses: list[Diagnosis],
     """Underfitting withdrawn where the run reaches `low_progress` of the task's ceiling; added
     where it reaches less, its gap is under `sibling_gap`, and no LR finding explains it."""
     out = list(diagnoses)
+    members = {m.index: m for t in {id(t): t for t in tasks.values()}.values() for m in t.members}
+    tops: dict[int, Member | None] = {}  # per task: its ceiling, found once
     for i, task in tasks.items():
         d = out[i]
-        me = next(m for m in task.members if m.index == i)
-        top = task.ceiling(cfg.gap_small)
+        me = members[i]
+        if id(task) not in tops:
+            tops[id(task)] = task.ceiling(cfg.gap_small)
+        top = tops[id(task)]
         if top is None or top.val <= me.chance or top.index == i:
             continue
         progress = (me.train - me.chance) / (top.val - me.chance)
