@@ -13,6 +13,7 @@ import time
 from dataclasses import dataclass, replace
 
 from traindoc import format as fmt
+from traindoc import remote
 from traindoc.diagnose import InputError, find_runs, open_reader, scan
 from traindoc.reader import RunFormatError, RunSeries
 from traindoc.rules import DEFAULT, Diagnosis, curve_gaps, diagnose_run, series_found, together
@@ -20,8 +21,20 @@ from traindoc.rules import DEFAULT, Diagnosis, curve_gaps, diagnose_run, series_
 STALE_SECS = 60.0  # a running run that has not written (not even its heartbeat) for this long is stale
 
 
+#: How often the dashboard brings its mirror of an s3:// root up to date.
+REMOTE_SYNC_SECS = 2.0
+
+
 def root_dir() -> str:
-    """ROOT, as given to `traindoc serve` (environment TRAINDOC_ROOT)."""
+    """ROOT, as given to `traindoc serve` (environment TRAINDOC_ROOT). For an s3:// root
+    (TRAINDOC_REMOTE), its local mirror, synced when it is older than REMOTE_SYNC_SECS; a
+    store that cannot be reached leaves the mirror as it was."""
+    url = os.environ.get("TRAINDOC_REMOTE")
+    if url:
+        try:
+            return remote.local_root(url, max_age=REMOTE_SYNC_SECS)
+        except Exception:  # noqa: BLE001 - show what was mirrored last
+            return remote.mirror_path(url)
     return os.path.realpath(os.environ.get("TRAINDOC_ROOT", "runs"))
 
 

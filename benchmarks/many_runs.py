@@ -4,7 +4,8 @@ Prints, for one root:
   - first indexing (read and diagnose every run, judge siblings together)   target <= 60 s
   - reopening with nothing changed (list the root, compare signatures, query the first page)
                                                                              target <= 1 s
-  - reopening after 10 runs grew (those 10 read again, siblings re-judged)   target <= 2 s
+  - reopening after 10 runs grew as live runs do (records appended, meta.json rewritten; those
+    10 read again, siblings re-judged)                                       target <= 2 s
   - the runs page itself (Streamlit AppTest script run) with nothing changed
 and, as the baseline measured in the same run, what the runs page did before the catalog:
 read and diagnose every run on each open, timed on a sample of the runs and scaled.
@@ -23,7 +24,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from benchmarks.synth import write_run  # noqa: E402
+from benchmarks.synth import grow_run, write_run  # noqa: E402
 from traindoc.catalog import Catalog  # noqa: E402
 from traindoc.diagnose import load  # noqa: E402
 from traindoc.rules import diagnose_run  # noqa: E402
@@ -50,8 +51,8 @@ def main() -> None:
     t0 = time.perf_counter()
     for i in range(args.runs):
         path = os.path.join(root, f"run-{i:05d}")
-        if not os.path.exists(os.path.join(path, "meta.json")):
-            write_run(path, args.points, seed=i)
+        if not os.path.exists(os.path.join(path, "meta.json")) or args.keep:
+            write_run(path, args.points, seed=i)  # (again where kept: earlier runs of this script grew some)
     print(f"{args.runs} runs x {args.points} points written in {time.perf_counter() - t0:.1f} s ({root})")
 
     cat = Catalog(root, cache=cache)
@@ -66,9 +67,8 @@ def main() -> None:
     assert again.read == 0
 
     grown = [os.path.join(root, f"run-{i:05d}") for i in range(0, args.runs, max(1, args.runs // 10))][:10]
-    for path in grown:
-        shutil.rmtree(path)
-        write_run(path, args.points + 500, seed=7)
+    for path in grown:  # as live runs grow: records appended, meta.json rewritten
+        grow_run(path)
     t0 = time.perf_counter()
     after = Catalog(root, cache=cache).refresh()
     _page(cat)

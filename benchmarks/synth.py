@@ -81,3 +81,32 @@ def write_run(path: str, n_points: int, name: str | None = None, seed: int = 0) 
     with open(os.path.join(path, fmt.META_FILE), "w") as f:
         json.dump(meta, f)
     return total
+
+
+def grow_run(path: str, n_windows: int = 50, seed: int = 0) -> None:
+    """Append `n_windows` more loss windows to a run written by `write_run`, and rewrite its
+    meta.json the way the collector does (a new file renamed over the old), as a live run does."""
+    with open(os.path.join(path, fmt.META_FILE)) as f:
+        meta = json.load(f)
+    ids = {}
+    with open(os.path.join(path, fmt.KEYS_FILE), "rb") as f:
+        for line in f:
+            verdict, kid, key = fmt.parse_key_line(line, meta["run_id"])
+            if verdict == "ok":
+                ids[key] = kid
+    seg = os.path.join(path, fmt.segment_name(0))
+    with open(seg, "rb") as f:
+        last = int(np.frombuffer(f.read()[fmt.HEADER_V2_SIZE:], dtype=RECORD_DTYPE)["step"].max())
+    rng = np.random.default_rng(seed)
+    steps = last + np.arange(1, n_windows + 1) * 10
+    now = time.time()
+    cols = {"train/loss/mean": 0.4 + rng.normal(0, 0.01, n_windows), "train/loss/var": np.full(n_windows, 0.02),
+            "train/loss/count": np.full(n_windows, 10.0), "train/loss/nonfinite": np.zeros(n_windows)}
+    with open(seg, "ab") as f:
+        for k, v in cols.items():
+            f.write(pack(steps, np.full(n_windows, now), v, np.full(n_windows, ids[k])))
+    meta.update(status=fmt.STATUS_RUNNING, updated=now)
+    tmp = os.path.join(path, fmt.META_FILE + ".tmp")
+    with open(tmp, "w") as f:
+        json.dump(meta, f)
+    os.replace(tmp, os.path.join(path, fmt.META_FILE))

@@ -18,6 +18,7 @@ from typing import Any, Iterable, Mapping
 import torch
 
 from traindoc import format as fmt
+from traindoc import remote
 
 from . import identity, lifecycle, stats
 from .accuracy import DEFAULT_IGNORE_INDEX, LabelPrior, classes_of
@@ -30,6 +31,8 @@ from .writer import Deferred, RunWriter
 
 #: How long rank 0's close() waits for the other ranks' last partial window.
 FINAL_WAIT_SECS = 5.0
+#: How long close() tries to finish uploading a run written to an s3:// root.
+UPLOAD_WAIT_SECS = 15.0
 
 
 def attach(model: torch.nn.Module | None, optimizer, root: str = "runs", name: str | None = None,
@@ -43,6 +46,11 @@ def attach(model: torch.nn.Module | None, optimizer, root: str = "runs", name: s
     whose `ignore_index` is used), resume (continue the run already in root/name
     instead of starting `name-2`), max_pending (records the writer may hold before it
     drops, counted, rather than slow the step; default 200,000).
+
+    `root` may be an `s3://bucket/prefix` URL: the run is written to a local spool
+    (`$TRAINDOC_SPOOL`, default ~/.cache/traindoc/spool) and a background thread uploads
+    it as immutable objects every few seconds (`traindoc.remote`); the store being down
+    never stops training, and what it could not take is sent later (`traindoc push`).
     """
     return Run(model, optimizer, root=root, name=name, config=config, **options)
 
@@ -84,6 +92,10 @@ class Run:
         self.ranks = Ranks()
 
         self.name = identity.safe_name(name) if name else time.strftime("run-%Y%m%d-%H%M%S") + f"-{os.getpid()}"
+        self.url = None  # an s3:// root: the run is spooled locally and uploaded in the background
+        self._uploader = None
+        if remote.is_remote(root):
+            self.url, root = str(root).rstrip("/"), remote.spool_root(str(root))
         self.path = os.path.join(root, self.name)
         self.run_id = None
         self._writer = None
@@ -108,7 +120,12 @@ class Run:
                 self.step, self.epoch, self._resumed = c.step, c.epoch, True
                 if self._num_classes is None and c.resumed.get("num_classes"):
                     self._num_classes = int(c.resumed["num_classes"])
+            if self.url:
+                meta["remote"] = f"{self.url}/{self.name}"
             self._writer = RunWriter(self.path, meta, flush_secs=flush_secs, max_pending=max_pending, keys=c.keys)
+            if self.url:
+                self._uploader = remote.Uploader(self.path, f"{self.url}/{self.name}",
+                                                 interval=max(0.5, 2 * flush_secs)).start()
         except Exception as exc:  # cannot even create the folder: train on, record nothing
             self._warn("open", f"traindoc: cannot write run at {self.path!r}: {exc!r}; not recording")
 
@@ -216,6 +233,14 @@ class Run:
             if reason:
                 final["end_reason"] = reason
             self._writer.close(final)
+        if self._uploader is not None:
+            try:  # the last upload; what the store does not take now stays spooled for `traindoc push`
+                if not self._uploader.stop(wait=UPLOAD_WAIT_SECS if wait else 0.0):
+                    self._warn("upload", f"traindoc: {self.path} is not all on {self._uploader.url} yet "
+                                         f"({self._uploader.last_error or 'store not reachable'}); it stays "
+                                         "spooled: run `traindoc push` to send it")
+            except Exception as exc:
+                self._warn("upload", f"traindoc: upload failed: {exc!r}")
 
     def __enter__(self) -> "Run":
         return self

@@ -40,7 +40,14 @@ def _progress_bar():
 
 
 def cmd_diagnose(args) -> int:
+    from . import remote
     from .diagnose import InputError, diagnose_path, scan
+
+    if remote.is_remote(args.path):
+        try:
+            args.path = remote.local_root(args.path)
+        except Exception as exc:  # noqa: BLE001 - one clear line, whatever the client raised
+            return _fail(f"cannot read {args.path}: {type(exc).__name__}: {exc}")
 
     try:
         reports = diagnose_path(args.path, progress=_progress_bar() if sys.stderr.isatty() else None)
@@ -115,10 +122,23 @@ def cmd_serve(args) -> int:
         args.root.encode("utf-8")
     except UnicodeEncodeError:
         return _fail(f"{args.root}: the folder name is not valid UTF-8; rename it or serve its parent")
-    if not os.path.isdir(args.root):
+    from . import remote
+
+    if not remote.is_remote(args.root) and not os.path.isdir(args.root):
         return _fail(f"{args.root}: " + ("a file, not a folder of runs" if os.path.exists(args.root)
                                          else "no such folder"))
     return serve(args.root, host=args.host, port=args.port, headless=args.headless)
+
+
+def cmd_push(args) -> int:
+    from . import remote
+
+    results = remote.push(args.spool)
+    for path, done in results:
+        print(f"{path}: {'uploaded' if done else 'still spooled (the store is not reachable)'}")
+    if not results:
+        print("nothing spooled")
+    return EXIT_OK if all(done for _, done in results) else EXIT_FINDINGS
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -142,6 +162,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--port", type=int, default=8501)
     s.add_argument("--headless", action="store_true", help="do not open a browser")
     s.set_defaults(func=cmd_serve)
+    u = sub.add_parser("push", help="upload runs still spooled for an s3:// root (after the store was down)")
+    u.add_argument("--spool", help="the spool folder (default $TRAINDOC_SPOOL or ~/.cache/traindoc/spool)")
+    u.set_defaults(func=cmd_push)
     return p
 
 

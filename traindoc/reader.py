@@ -316,7 +316,11 @@ class RunSeries:
 
 
 def read_run(path: str) -> RunSeries:
-    """Load a whole run folder."""
+    """Load a whole run folder (an s3:// URL of one is mirrored first: `traindoc.remote`)."""
+    from . import remote
+
+    if remote.is_remote(path):
+        path = remote.local_root(path)
     r = RunReader(path)
     r.poll()
     return r.series()

@@ -13,6 +13,8 @@ import time
 import urllib.request
 import webbrowser
 
+from . import remote
+
 APP = os.path.join(os.path.dirname(importlib.util.find_spec("traindoc.app").origin), "main.py")
 
 
@@ -42,16 +44,26 @@ def command(root: str, host: str, port: int) -> list[str]:
 
 
 def serve(root: str, host: str = "127.0.0.1", port: int = 8501, headless: bool = False) -> int:
-    """Run the dashboard until interrupted; returns the exit code."""
+    """Run the dashboard until interrupted; returns the exit code. `root` may be an s3:// URL:
+    the dashboard then reads a local mirror of it, synced every few seconds."""
+    extra = {}
+    if remote.is_remote(root):
+        try:
+            extra["TRAINDOC_REMOTE"] = root
+            root = remote.local_root(root)
+        except Exception as exc:  # noqa: BLE001 - one clear line, whatever the client raised
+            print(f"traindoc: cannot read {extra['TRAINDOC_REMOTE']}: {type(exc).__name__}: {exc}", file=sys.stderr)
+            return 2
     if not os.path.isdir(root):
         print(f"traindoc: not a folder: {root}", file=sys.stderr)
         return 2
     if not is_loopback(host):
         print(f"traindoc: warning: serving on {host}, not loopback: anyone who can reach this machine "
               "can read these runs", file=sys.stderr)
-    env = {**os.environ, "TRAINDOC_ROOT": os.path.realpath(root), "STREAMLIT_BROWSER_GATHER_USAGE_STATS": "false"}
+    env = {**os.environ, "TRAINDOC_ROOT": os.path.realpath(root), "STREAMLIT_BROWSER_GATHER_USAGE_STATS": "false",
+           **extra}
     url = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}"
-    print(f"traindoc: serving {os.path.realpath(root)} at {url}", flush=True)
+    print(f"traindoc: serving {extra.get('TRAINDOC_REMOTE') or os.path.realpath(root)} at {url}", flush=True)
     proc = subprocess.Popen(command(root, host, port), env=env, preexec_fn=_die_with_parent)
     if not headless:  # after the fork: preexec_fn must not run beside other threads
         threading.Thread(target=_open_when_up, args=(url,), daemon=True).start()

@@ -1,0 +1,291 @@
+"""Runs on S3-compatible object storage (`s3://bucket/prefix`), through fsspec and s3fs.
+
+Object stores cannot append, so a run on a bucket is a set of immutable objects:
+
+    <prefix>/<run>/meta.json, keys.jsonl, ...      small files: the whole file, replaced when it changes
+    <prefix>/<run>/<segment>.bin.chunks/<offset>   the bytes of an append-only segment from <offset> on
+                                                   (16 digits), never rewritten
+
+The writer side (`Uploader`) runs in a background thread of the training process: the collector
+writes its run folder to a local spool exactly as on a local disk, and every few seconds the
+uploader ships what is new (a chunk per segment that grew, small files that changed; meta.json
+last, so a reader never sees a status ahead of its data). What it has shipped is noted in the
+spool (`.traindoc-upload.json`), so an upload that failed (the store is down, the network is
+cut) is simply sent on a later tick, or by `traindoc push` after the process is gone. Nothing
+here ever raises into the training loop.
+
+The reader side (`sync`) mirrors a prefix into the cache folder: small files whose ETag
+changed are fetched again, and each segment is rebuilt by appending the chunks it does not
+have yet, in offset order. Everything that reads local runs (the readers, the catalog, the
+dashboard) then reads the mirror. Endpoint and credentials come from the standard variables
+(`AWS_ENDPOINT_URL`, `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_DEFAULT_REGION`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import threading
+import time
+
+SCHEME = "s3://"
+CHUNKS = ".chunks"
+UPLOAD_STATE = ".traindoc-upload.json"
+MIRROR_STATE = ".traindoc-mirror.json"
+
+
+def is_remote(path) -> bool:
+    """True for an `s3://` URL."""
+    return isinstance(path, str) and path.startswith(SCHEME)
+
+
+def _cache_root() -> str:
+    return os.environ.get("TRAINDOC_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "traindoc")
+
+
+def _key(url: str) -> str:
+    return hashlib.sha1(url.rstrip("/").encode("utf-8")).hexdigest()[:16]
+
+
+def filesystem(for_uploads: bool = False):
+    """An s3fs filesystem from the environment. Uploads use short timeouts and no retries of
+    their own: a failed tick is retried by the next one, and a store that is down must never
+    hold a training step."""
+    import s3fs
+    from botocore.config import Config
+
+    kwargs = {}
+    endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+    if endpoint:
+        kwargs["endpoint_url"] = endpoint
+    cfg = Config(connect_timeout=3, read_timeout=15, retries={"max_attempts": 1 if for_uploads else 3})
+    return s3fs.S3FileSystem(client_kwargs=kwargs, config_kwargs={
+        "connect_timeout": cfg.connect_timeout, "read_timeout": cfg.read_timeout, "retries": cfg.retries},
+        skip_instance_cache=True, use_listings_cache=False)
+
+
+def _bare(url: str) -> str:
+    return url[len(SCHEME):].rstrip("/")
+
+
+# ---- writing -------------------------------------------------------------------------------
+def spool_root(url: str) -> str:
+    """Where the collector writes runs meant for `url` before they are uploaded."""
+    return os.path.join(os.environ.get("TRAINDOC_SPOOL") or os.path.join(_cache_root(), "spool"), _key(url))
+
+
+class Uploader:
+    """Ships one spooled run folder to `<url>/<run>` in the background; see the module docstring."""
+
+    def __init__(self, run_dir: str, url: str, interval: float = 2.0):
+        self.run_dir, self.url, self.interval = run_dir, url.rstrip("/"), interval
+        self.last_error: str | None = None
+        self.uploads = 0
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._fs = None
+        self._thread: threading.Thread | None = None
+        state_path = os.path.join(run_dir, UPLOAD_STATE)
+        self._state = {"url": self.url, "bin": {}, "small": {}}
+        try:
+            with open(state_path) as f:
+                old = json.load(f)
+            if old.get("url") == self.url:
+                self._state = old
+        except (OSError, ValueError):
+            pass
+        self._save()
+
+    def start(self) -> "Uploader":
+        self._thread = threading.Thread(target=self._loop, name="traindoc-uploader", daemon=True)
+        self._thread.start()
+        return self
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.interval):
+            self.tick()
+
+    def pending(self) -> int:
+        """Bytes of segments not uploaded yet (small files aside)."""
+        n = 0
+        for name, done in self._segments():
+            n += max(0, done[1] - done[0])
+        return n
+
+    def _segments(self):
+        try:
+            names = sorted(os.listdir(self.run_dir))
+        except OSError:
+            return
+        for name in names:
+            if name.endswith(".bin"):
+                try:
+                    size = os.path.getsize(os.path.join(self.run_dir, name))
+                except OSError:
+                    continue
+                yield name, (self._state["bin"].get(name, 0), size)
+
+    def tick(self) -> bool:
+        """Upload what is new; True when everything is on the store. Never raises."""
+        with self._lock:
+            try:
+                if self._fs is None:
+                    self._fs = filesystem(for_uploads=True)
+                base = _bare(self.url)
+                for name, (done, size) in list(self._segments()):
+                    if size > done:
+                        with open(os.path.join(self.run_dir, name), "rb") as f:
+                            f.seek(done)
+                            data = f.read(size - done)
+                        self._fs.pipe_file(f"{base}/{name}{CHUNKS}/{done:016d}", data)
+                        self._state["bin"][name] = done + len(data)
+                        self.uploads += 1
+                        self._save()
+                small = [n for n in sorted(os.listdir(self.run_dir))
+                         if not n.endswith(".bin") and not n.startswith(".") and
+                         os.path.isfile(os.path.join(self.run_dir, n))]
+                small.sort(key=lambda n: n == "meta.json")  # meta.json last: never ahead of its data
+                for name in small:
+                    st = os.stat(os.path.join(self.run_dir, name))
+                    stamp = [st.st_size, st.st_mtime_ns]
+                    if self._state["small"].get(name) != stamp:
+                        with open(os.path.join(self.run_dir, name), "rb") as f:
+                            data = f.read()
+                        self._fs.pipe_file(f"{base}/{name}", data)
+                        self._state["small"][name] = stamp
+                        self.uploads += 1
+                        self._save()
+                self.last_error = None
+                return self.pending() == 0
+            except Exception as exc:  # noqa: BLE001 - the store being down must never reach training
+                self.last_error = f"{type(exc).__name__}: {exc}"
+                self._fs = None  # a fresh client next time
+                return False
+
+    def stop(self, wait: float = 10.0) -> bool:
+        """Stop the thread after a last upload, trying for up to `wait` seconds (0: none). True if
+        everything was shipped; otherwise the rest stays spooled for `traindoc push`."""
+        self._stop.set()
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join(timeout=max(wait, 0.1))
+        deadline = time.monotonic() + wait
+        while wait > 0:
+            if self.tick():
+                return True
+            if time.monotonic() >= deadline:
+                break
+            time.sleep(min(1.0, max(0.0, deadline - time.monotonic())))
+        return wait > 0 and self.pending() == 0 and self.last_error is None
+
+    def _save(self) -> None:
+        path = os.path.join(self.run_dir, UPLOAD_STATE)
+        tmp = path + ".tmp"
+        try:
+            with open(tmp, "w") as f:
+                json.dump(self._state, f)
+            os.replace(tmp, path)
+        except OSError:
+            pass
+
+
+def push(spool: str | None = None) -> list[tuple[str, bool]]:
+    """Upload whatever spooled runs still hold (after an outage outlived the training process):
+    (run folder, fully shipped) for each run found."""
+    base = spool or os.environ.get("TRAINDOC_SPOOL") or os.path.join(_cache_root(), "spool")
+    out = []
+    for dirpath, dirnames, filenames in os.walk(base):
+        if UPLOAD_STATE in filenames:
+            dirnames[:] = []
+            try:
+                with open(os.path.join(dirpath, UPLOAD_STATE)) as f:
+                    url = json.load(f)["url"]
+            except (OSError, ValueError, KeyError):
+                continue
+            out.append((dirpath, Uploader(dirpath, url).tick()))
+    return out
+
+
+# ---- reading -------------------------------------------------------------------------------
+def mirror_path(url: str) -> str:
+    """The local folder that mirrors `url`."""
+    return os.path.join(_cache_root(), "mirror", _key(url))
+
+
+#: url -> objects fetched by its last sync (what the tests and the benchmark look at)
+FETCHED: dict[str, int] = {}
+
+
+def sync(url: str, fs=None) -> str:
+    """Bring the local mirror of `url` up to date; returns its path. Only objects whose ETag is new
+    are fetched; segments grow by their new chunks only."""
+    fetched = 0
+    fs = fs or filesystem()
+    local = mirror_path(url)
+    os.makedirs(local, exist_ok=True)
+    state_path = os.path.join(local, MIRROR_STATE)
+    try:
+        with open(state_path) as f:
+            state = json.load(f)
+    except (OSError, ValueError):
+        state = {}
+    base = _bare(url)
+    try:
+        objects = fs.find(base, detail=True)
+    except FileNotFoundError:
+        objects = {}
+    chunks: dict[str, list[tuple[int, str]]] = {}
+    for key, info in sorted(objects.items()):
+        rel = key[len(base):].lstrip("/")
+        if not rel or info.get("type") == "directory":
+            continue
+        if f"{CHUNKS}/" in rel:
+            target, offset = rel.rsplit(f"{CHUNKS}/", 1)
+            if offset.isdigit():
+                chunks.setdefault(target, []).append((int(offset), key))
+            continue
+        etag = str(info.get("ETag") or info.get("etag") or info.get("size"))
+        if state.get(rel) == etag:
+            continue
+        data = fs.cat_file(key)
+        _write(os.path.join(local, rel), data)
+        state[rel] = etag
+        fetched += 1
+    for target, parts in chunks.items():
+        path = os.path.join(local, target)
+        have = os.path.getsize(path) if os.path.exists(path) else 0
+        for offset, key in sorted(parts):
+            if offset < have:
+                continue  # already appended
+            if offset > have:
+                break  # a gap: its chunk is not listed yet; the next sync goes on from here
+            data = fs.cat_file(key)
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            with open(path, "ab") as f:
+                f.write(data)
+            have += len(data)
+            fetched += 1
+    _write(state_path, json.dumps(state).encode())
+    FETCHED[url] = fetched
+    return local
+
+
+def _write(path: str, data: bytes) -> None:
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    tmp = f"{path}.{os.getpid()}.tmp"
+    with open(tmp, "wb") as f:
+        f.write(data)
+    os.replace(tmp, path)
+
+
+_LAST_SYNC: dict[str, float] = {}
+_SYNC_LOCK = threading.Lock()
+
+
+def local_root(url: str, max_age: float = 0.0) -> str:
+    """The mirror of `url`, synced unless it was synced less than `max_age` seconds ago."""
+    with _SYNC_LOCK:
+        if time.monotonic() - _LAST_SYNC.get(url, -1e18) >= max_age:
+            sync(url)
+            _LAST_SYNC[url] = time.monotonic()
+    return mirror_path(url)
