@@ -130,9 +130,12 @@ class Uploader:
         """Upload what is new; True when everything is on the store. Never raises."""
         with self._lock:
             try:
+                base = _bare(self.url)
                 if self._fs is None:
                     self._fs = filesystem(for_uploads=True)
-                base = _bare(self.url)
+                    bucket = base.split("/", 1)[0]
+                    if not self._fs.exists(bucket):
+                        self._fs.mkdir(bucket)  # a fresh store: make the bucket rather than fail every tick
                 for name, (done, size) in list(self._segments()):
                     if size > done:
                         with open(os.path.join(self.run_dir, name), "rb") as f:
