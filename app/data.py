@@ -10,13 +10,13 @@ from __future__ import annotations
 import os
 import threading
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 from traindoc import format as fmt
 from traindoc import remote
 from traindoc.diagnose import InputError, find_runs, open_reader, scan
 from traindoc.reader import RunFormatError, RunSeries
-from traindoc.rules import DEFAULT, Diagnosis, curve_gaps, diagnose_run, series_found, together
+from traindoc.rules import curve_gaps, diagnose_run, series_found
 
 STALE_SECS = 60.0  # a running run that has not written (not even its heartbeat) for this long is stale
 
@@ -119,27 +119,6 @@ class RunStore:
                 reader = None  # start over next time (the run may still be starting)
             self._readers[path] = (lock, reader, result)
             return result
-
-
-def with_siblings(loaded: list[Loaded]) -> list[Loaded]:
-    """The runs' findings with what their siblings say (sweeps over the LR, a task's ceiling:
-    `rules.together`); unreadable runs pass through. New objects: the store keeps each run's own."""
-    ok = [i for i, ld in enumerate(loaded) if ld.error is None and ld.series is not None]
-    study = together.study([loaded[i].series for i in ok])
-    if not study.sweeps and not study.tasks:
-        return loaded
-    diagnoses = together.apply(study, [Diagnosis(loaded[i].findings, loaded[i].skipped or []) for i in ok],
-                               DEFAULT)
-    out = list(loaded)
-    for i, d in zip(ok, diagnoses):
-        out[i] = replace(loaded[i], findings=d.findings)
-    return out
-
-
-def siblings_of(path: str, runs: dict[str, str]) -> dict[str, str]:
-    """The runs (name -> path) in the same folder as `path`, itself included."""
-    folder = os.path.dirname(os.path.normpath(path))
-    return {n: p for n, p in runs.items() if os.path.dirname(os.path.normpath(p)) == folder}
 
 
 def not_diagnosed_text(ld: Loaded) -> str:

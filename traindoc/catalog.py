@@ -439,6 +439,14 @@ class Catalog:
                             "problems": r.get("problems", []), "meta": r.get("meta", {})})
         return out, total
 
+    def findings_of(self, name: str) -> list | None:
+        """The run's findings, its own and its siblings' (Finding objects), or None if not indexed."""
+        with self._db() as db:
+            got = db.execute("SELECT final, row FROM runs WHERE name = ?", (name,)).fetchone()
+        if got is None or json.loads(got[1]).get("error"):
+            return None
+        return [_finding(f) for f in json.loads(got[0] or "[]")]
+
     def reports(self) -> list:
         """Every run as a `diagnose.RunReport`, by name (what `traindoc diagnose ROOT` prints)."""
         from .diagnose import RunReport

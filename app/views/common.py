@@ -8,6 +8,8 @@ import time
 
 import streamlit as st
 
+from traindoc.catalog import Catalog
+
 from ..data import RunStore
 
 _MD_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|<>~$:])")
@@ -17,6 +19,12 @@ _MD_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|<>~$:])")
 def store() -> RunStore:
     """One store for all sessions: readers are incremental and shared."""
     return RunStore()
+
+
+@st.cache_resource
+def catalog(root: str) -> Catalog:
+    """One run catalog per root, shared by every session (it serialises its own refreshes)."""
+    return Catalog(root)
 
 
 def md(text) -> str:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+from dataclasses import replace
 
 import streamlit as st
 
@@ -16,9 +17,9 @@ from traindoc.tb.mapping import MEANINGS, save_overrides
 
 from .. import charts
 from ..livechart import live_chart
-from ..data import discover, not_diagnosed_text, root_dir, siblings_of, status_of, with_siblings
+from ..data import discover, not_diagnosed_text, root_dir, status_of
 from ..nav import pages
-from .common import ago, md, store
+from .common import ago, catalog, md, store
 
 LIVE_REFRESH_SECS = 1.0
 BOX = {"error": st.error, "warning": st.warning, "info": st.info}
@@ -58,13 +59,15 @@ def render() -> None:
 
 
 def _with_siblings(name: str, path: str):
-    """The run as loaded, its findings joined by what the runs in its folder say (sweeps, the task's ceiling)."""
+    """The run as loaded, with the findings the run catalog gives it: its own and what the runs
+    in its folder add (sweeps, the task's ceiling). The catalog reads only what changed."""
     ld = store().load(name, path)
-    sibs = siblings_of(path, discover(root_dir()))
-    if ld.error or len(sibs) < 3:
+    if ld.error:
         return ld
-    loaded = with_siblings([ld if n == name else store().load(n, p) for n, p in sibs.items()])
-    return next((x for x in loaded if x.name == name), ld)
+    cat = catalog(root_dir())
+    cat.refresh()
+    final = cat.findings_of(name)
+    return ld if final is None else replace(ld, findings=final)
 
 
 def _wait_for(root: str, name: str) -> None:

@@ -15,19 +15,13 @@ from traindoc.catalog import Catalog
 
 from ..data import STALE_SECS, root_dir, status_of
 from ..nav import pages
-from .common import ago, md
+from .common import ago, catalog, md
 
 STATUS_ICON = {"live": "● live", "finished": "finished", "crashed": "✖ crashed", "stale": "stale (no writes)",
                "unreadable": "unreadable", "unknown": "unknown"}
 PAGE_SIZE = 50
 SORTS = {"name": "name", "last update": "updated", "steps": "steps", "best val acc": "best_val_acc",
          "findings": "findings", "status": "status"}
-
-
-@st.cache_resource
-def catalog(root: str) -> Catalog:
-    """One catalog per root, shared by every session (it serialises its own refreshes)."""
-    return Catalog(root)
 
 
 def refresh(cat: Catalog) -> None:
