@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import time
 
 import pytest
 import torch
@@ -293,18 +294,28 @@ def test_epoch_parts_stay_few_without_end_epoch(root):
     model, opt = _tiny(lr=0.1)
     run = collector.attach(model, opt, root=root, name="noepoch", log_every=1, ratio_every=0, flush_secs=0.01)
     losses = []
-    for _ in range(300):
+
+    def step():
         _, _, loss = _tiny_step(model, opt)
         run.log_train(loss)
         losses.append(loss.item())
+
+    for _ in range(300):
+        step()
+    # Parts the writer thread has computed are merged when windows close; on a loaded machine the
+    # writer may lag, so training goes on a while for it to catch up (a bound, not a timing)
+    deadline = time.monotonic() + 30
+    while len(run._window.epoch_parts) >= 80 and time.monotonic() < deadline:
+        step()
+        time.sleep(0.01)
     assert len(run._window.epoch_parts) < 80
     run.end_epoch()  # the one epoch still holds every loss
     run.close()
     s = read_run(run.path)
     t = torch.tensor(losses, dtype=torch.float64)
     assert s.meta["warnings"] == []
-    assert s.get("train_epoch/loss/count").tolist() == [300]
-    assert s.get("train/loss/count").sum() == 300
+    assert s.get("train_epoch/loss/count").tolist() == [len(losses)]
+    assert s.get("train/loss/count").sum() == len(losses)
     assert s.get("train_epoch/loss/mean").iloc[0] == pytest.approx(t.mean().item(), rel=1e-6)
     assert s.get("train_epoch/loss/var").iloc[0] == pytest.approx(t.var(unbiased=False).item(), rel=1e-5)
     assert s.get("train_epoch/loss/max").iloc[0] == pytest.approx(t.max().item(), rel=1e-6)
