@@ -36,6 +36,8 @@ def initial_meta(name: str, config, model, optimizers, num_classes, log_every: i
         "num_params": int(sum(p.numel() for p in params)),
         "num_classes": num_classes,
         "optimizers": [type(o).__name__ for o in optimizers],
+        # what the loss curves depend on beside the LR, for telling sweeps apart
+        "weight_decay": [float(g.get("weight_decay") or 0.0) for o in optimizers for g in o.param_groups],
         "log_every": log_every,
         "ratio_every": ratio_every,
         "git_commit": _git_commit(),

@@ -79,6 +79,20 @@ def test_seeds_are_averaged_and_other_hyperparameters_split_sweeps():
     assert find_sweeps(runs[:2]) == []  # two LRs are no sweep
 
 
+def test_what_the_collector_saw_splits_runs_a_thin_config_calls_a_sweep():
+    """sample_runs' configs list model, optimizer, LR and batch size only: an early-decay schedule,
+    a linear model or heavy weight decay beside a low-LR run must not make them one sweep."""
+    runs = _sweep({1e-4: 1.6, 1e-3: 0.9, 1e-2: 0.3})
+    for r in runs:
+        r.meta.update(model_class="MLP", num_params=1000, optimizers=["SGD"], weight_decay=[0.0])
+    assert len(find_sweeps(runs)) == 1
+    runs[2].meta["weight_decay"] = [0.3]
+    assert find_sweeps(runs) == []
+    runs[2].meta["weight_decay"] = [0.0]
+    runs[1].meta["num_params"] = 50  # a smaller model
+    assert find_sweeps(runs) == []
+
+
 def test_a_single_run_lr_reading_that_the_sweep_contradicts_is_withdrawn():
     straight = np.linspace(2.3, 0.5, 60)  # alone: a straight descent, read as lr_too_low
     best = _run("lr0.01", straight, _val(0.45), {"lr": 1e-2, "seed": 0, "wd": 0.0})

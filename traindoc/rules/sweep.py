@@ -13,8 +13,9 @@ same step, this run's LR was too low, and the sibling is the evidence. So
 
 Which runs form a sweep: those in one folder whose hyperparameters (`meta["config"]`:
 the collector's `config=`, Lightning's hparams.yaml, MLflow params, the HF Trainer's
-arguments) are equal but for the LR and the seed; seeds repeated at one LR are averaged
-to find the best LR. Runs without hyperparameters (TensorBoard logs) form
+arguments) are equal but for the LR and the seed, and whose setup as the collector saw it
+(model class and size, optimizer, weight decay, first momentum, LR schedule shape) matches:
+a config rarely lists everything. Seeds repeated at one LR are averaged to find the best LR. Runs without hyperparameters (TensorBoard logs) form
 one when their logged LR schedules have the same shape and length and each LR value
 appears once; two runs at the same LR there mean something else differs too, and the
 folder is not taken for a sweep.
@@ -22,6 +23,7 @@ folder is not taken for a sweep.
 
 from __future__ import annotations
 
+import json
 import math
 import os
 from dataclasses import dataclass, field, replace
@@ -102,6 +104,22 @@ def _hparams(run) -> tuple[float | None, tuple]:
     return lr, tuple(sorted(rest, key=lambda kv: kv[0]))
 
 
+def _setup(run) -> tuple:
+    """What the collector recorded of the model and optimizer (class, size, optimizer, weight
+    decay, first momentum): runs a config says differ only in the LR but that differ here are no
+    sweep (a config rarely lists everything)."""
+    meta, out = run.meta, []
+    for k in ("model_class", "num_params", "optimizers", "weight_decay"):
+        if meta.get(k) is not None:
+            v = meta[k]
+            out.append((f"_{k}", json.dumps(v) if isinstance(v, (list, dict)) else v))
+    if run.has(fmt.MOMENTUM_PREFIX + "pg0"):
+        m = run.get(fmt.MOMENTUM_PREFIX + "pg0")
+        if len(m):
+            out.append(("_momentum", round(float(m.iloc[0]), 6)))
+    return tuple(out)
+
+
 def _schedule_shape(run) -> tuple | None:
     """The LR schedule scaled by its peak at 9 points of the run, and the run's length in 2 figures."""
     lr = lr_series(run)
@@ -137,17 +155,20 @@ def digest(run) -> dict | None:
     losses (validation, and train window means thinned to their bucket minima), and whether the loss
     ended in NaN/inf. None for a run with neither an LR in its config nor a logged LR."""
     lr, rest = _hparams(run)
-    shape = None
-    if lr is None:
-        shape = _schedule_shape(run)
+    shape = _schedule_shape(run)
+    inferred = lr is None
+    if inferred:
         if shape is None:
             return None
         lr = float(np.nanmax(lr_series(run).to_numpy(dtype=float)))
+    else:  # the config names the LR; what the collector saw of the setup must match too
+        rest = rest + _setup(run)
+        shape = None if shape is None else (shape[0], None)  # the same schedule, whatever length was run
     val = run.get(fmt.VAL_LOSS) if run.has(fmt.VAL_LOSS) else None  # NaNs kept: a diverged run still has one
     c = loss_curve(run)
     return {"folder": os.path.dirname(os.path.normpath(run.path or "")), "name": run.name, "lr": lr,
             "hparams": [list(kv) for kv in rest], "shape": [list(shape[0]), shape[1]] if shape else None,
-            "inferred": shape is not None and not rest,
+            "inferred": inferred and not rest,
             "val": None if val is None else [[float(x) for x in val.index], [float(v) for v in val.to_numpy()]],
             "train": None if c is None or not len(c) else list(_thin_min(c.steps, c.mean)),
             "ended_nonfinite": _ended_nonfinite(run)}
