@@ -182,3 +182,34 @@ def test_cli_diagnose_root_reads_through_the_catalog(tmp_path):
     assert {r["run"]: [f["rule"] for f in r["findings"]] for r in first["runs"]} == {
         "overfit-mlp-adam": ["overfitting"], "healthy-mlp-sgd": []}
     assert first["runs"][0]["path"].startswith(str(root))
+
+
+def test_cli_shows_indexing_progress_on_a_terminal_only(tmp_path):
+    """stderr on a terminal gets a progress bar while runs are read; piped stderr stays clean."""
+    import pty
+
+    from benchmarks.synth import write_run
+
+    root = tmp_path / "root"
+    for i in range(25):
+        write_run(str(root / f"r{i:02d}"), 300, seed=i)
+    env = {**os.environ, "TRAINDOC_CACHE": str(tmp_path / "tty-cache")}
+    master, slave = pty.openpty()
+    proc = subprocess.Popen([sys.executable, "-m", "traindoc.cli", "diagnose", str(root)], stdout=subprocess.DEVNULL,
+                            stderr=slave, env=env)
+    os.close(slave)
+    seen = b""
+    while True:
+        try:
+            chunk = os.read(master, 4096)
+        except OSError:
+            break
+        if not chunk:
+            break
+        seen += chunk
+    proc.wait()
+    os.close(master)
+    assert b"indexing runs [" in seen and b"25/25" in seen
+    env["TRAINDOC_CACHE"] = str(tmp_path / "pipe-cache")
+    out = subprocess.run([sys.executable, "-m", "traindoc.cli", "diagnose", str(root)], capture_output=True, env=env)
+    assert b"indexing" not in out.stderr
