@@ -31,6 +31,26 @@ def mlp(dim: int = 10, hidden: int = 32, classes: int = 3, seed: int = 0):
     return torch.nn.Sequential(torch.nn.Linear(dim, hidden), torch.nn.ReLU(), torch.nn.Linear(hidden, classes))
 
 
+def train_steps(run, model, opt, x, y, steps: int, val_every: int | None = None, score: bool = True) -> None:
+    """`steps` SGD steps on the first 64 samples, each logged to `run` (with the logits and targets
+    when `score`), and the validation loss on all of them every `val_every` steps."""
+    import torch
+
+    for i in range(steps):
+        out = model(x[:64])
+        loss = torch.nn.functional.cross_entropy(out, y[:64])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        if score:
+            run.log_train(loss, output=out, target=y[:64])
+        else:
+            run.log_train(loss)
+        if val_every and (i + 1) % val_every == 0:
+            with torch.no_grad():
+                run.log_val(loss=float(torch.nn.functional.cross_entropy(model(x), y)))
+
+
 @pytest.fixture
 def root(tmp_path):
     """A fresh root folder for runs."""

@@ -99,7 +99,7 @@ def test_filter_sort_and_page_in_the_index(cat_root):
 def test_a_live_run_is_read_as_it_grows(tmp_path):
     import torch
 
-    from tests.conftest import blobs, mlp
+    from tests.conftest import blobs, mlp, train_steps
 
     root = tmp_path / "root"
     x, y = blobs()
@@ -109,13 +109,7 @@ def test_a_live_run_is_read_as_it_grows(tmp_path):
     cat = Catalog(str(root), cache=str(tmp_path / "cache"))
 
     def steps(n):
-        for i in range(n):
-            out = model(x[:64])
-            loss = torch.nn.functional.cross_entropy(out, y[:64])
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            run.log_train(loss)
+        train_steps(run, model, opt, x, y, n, score=False)
         time.sleep(0.5)  # the writer flushes every 0.05 s
 
     steps(40)

@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from tests.conftest import blobs, mlp
+from tests.conftest import blobs, mlp, train_steps
 from tests.s3server import S3Server, weed_binary
 
 pytestmark = pytest.mark.skipif(weed_binary() is None and os.environ.get("CI") != "true",
@@ -30,19 +30,8 @@ def s3(tmp_path, monkeypatch):
     server.stop(kill=True)
 
 
-def _train(run, model, opt, x, y, steps, val_every=20):
-    import torch
-
-    for i in range(steps):
-        out = model(x[:64])
-        loss = torch.nn.functional.cross_entropy(out, y[:64])
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        run.log_train(loss, output=out, target=y[:64])
-        if (i + 1) % val_every == 0:
-            with torch.no_grad():
-                run.log_val(loss=float(torch.nn.functional.cross_entropy(model(x), y)))
+def _train(run, model, opt, x, y, steps):
+    train_steps(run, model, opt, x, y, steps, val_every=20)
 
 
 def _setup():
