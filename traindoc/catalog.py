@@ -155,7 +155,7 @@ def index_one(path: str) -> dict:
     return {
         "sig": sig, "quick": quick if meta.get("source", "traindoc") == "traindoc" else None, "error": None,
         "status": meta.get("status") or "unknown", "updated": updated,
-        "steps": run.last_step, "records": None,
+        "steps": run.last_step,
         "best_val_acc": float(va.max()) if va is not None and len(va) else None,
         "best_step": int(va.idxmax()) if va is not None and len(va) else None,
         "best_val_loss": float(vl.min()) if vl is not None and len(vl) else None,
@@ -163,23 +163,8 @@ def index_one(path: str) -> dict:
                                                              "device", "torch_version") if k in meta},
         "own": [f.to_dict() for f in d.findings], "skipped": d.skipped, "diagnosed": d.diagnosed,
         "found": series_found(run), "problems": list(problems), "name": run.name,
-        "digest": _thin_digest(together.digest(run)),
+        "digest": together.digest(run, THIN),
     }
-
-
-def _thin_digest(d: dict) -> dict:
-    """The digest with its curves cut to THIN bucket minima (sweeps compare best losses)."""
-    import numpy as np
-
-    from .rules.sweep import _thin_min
-
-    sw = d.get("sweep")
-    if sw:
-        for key in ("val", "train"):
-            if sw.get(key):
-                s, v = np.asarray(sw[key][0], float), np.asarray(sw[key][1], float)
-                sw[key] = list(_thin_min(s, v, THIN))
-    return d
 
 
 @dataclass
@@ -194,9 +179,6 @@ class Refresh:
 
 _LOCKS: dict[str, threading.Lock] = {}
 _LOCKS_GUARD = threading.Lock()
-
-COLUMNS = ("name", "path", "folder", "sig", "version", "status", "updated", "steps", "best_val_acc", "best_step",
-           "best_val_loss", "hparams", "findings", "row")
 
 
 class Catalog:
@@ -389,8 +371,7 @@ class Catalog:
     def not_runs(self) -> list[str]:
         """What the last refresh found under the root that is no run (relative names)."""
         with self._db() as db:
-            got = db.execute("SELECT value FROM info WHERE key = 'not_runs'").fetchone()
-        return json.loads(got[0]) if got else []
+            return self._info(db, "not_runs") or []
 
     def query(self, text: str = "", statuses: tuple = (), order: str = "name", descending: bool = False,
               limit: int = 50, offset: int = 0, stale_secs: float = 60.0) -> tuple[list[dict], int]:

@@ -41,7 +41,7 @@ def _progress_bar():
 
 def cmd_diagnose(args) -> int:
     from . import remote
-    from .diagnose import InputError, diagnose_path, scan
+    from .diagnose import InputError, diagnose_tree
 
     if remote.is_remote(args.path):
         try:
@@ -50,8 +50,7 @@ def cmd_diagnose(args) -> int:
             return _fail(f"cannot read {args.path}: {type(exc).__name__}: {exc}")
 
     try:
-        reports = diagnose_path(args.path, progress=_progress_bar() if sys.stderr.isatty() else None)
-        _, not_runs = scan(args.path)
+        reports, not_runs = diagnose_tree(args.path, progress=_progress_bar() if sys.stderr.isatty() else None)
     except InputError as exc:
         return _fail(str(exc))
     for other in not_runs:  # nothing under the path is skipped without a word

@@ -100,13 +100,18 @@ def _not_runs(path: str, runs: list[str], depth: int) -> list[str]:
 
 def find_runs(path: str, max_depth: int = 4) -> list[str]:
     """Run folders (and CSV logs) of every known format at or under `path`, sorted. Raises InputError."""
+    return _runs_and_others(path, max_depth)[0]
+
+
+def _runs_and_others(path: str, max_depth: int = 4) -> tuple[list[str], list[str]]:
+    """`scan`, raising InputError (with what is there) when nothing under `path` is a run."""
     runs, others = scan(path, max_depth)
     if not runs:
         listed = ", ".join(os.path.basename(o) for o in others[:5]) or "nothing"
         raise InputError(f"no runs under {path} (found {listed}): a traindoc run has a meta.json, a TensorBoard "
                          "run events.out.tfevents.* files; Hugging Face trainer_state.json, Lightning metrics.csv, "
                          "MLflow mlruns/ and CSV logs with an epoch or step column are read too")
-    return runs
+    return runs, others
 
 
 def open_reader(path: str):
@@ -126,29 +131,38 @@ def load(path: str) -> tuple[RunSeries, list[str]]:
 
 
 def diagnose_path(path: str, cfg: Thresholds = DEFAULT, progress=None) -> list[RunReport]:
-    """Diagnose every run under `path`, each alone and then together with its siblings (sweeps,
-    a task's ceiling: `rules.together`). A run that cannot be read gets an error, the rest go on.
+    """Diagnose every run under `path` (see `diagnose_tree`)."""
+    return diagnose_tree(path, cfg, progress)[0]
+
+
+def diagnose_tree(path: str, cfg: Thresholds = DEFAULT, progress=None) -> tuple[list[RunReport], list[str]]:
+    """(a report per run under `path`, what under it is no run). Each run is diagnosed alone and
+    then together with its siblings (sweeps, a task's ceiling: `rules.together`). A run that cannot
+    be read gets an error, the rest go on. Raises InputError when nothing there is a run.
 
     A folder of runs goes through the run catalog (`catalog.py`) with the default thresholds: only
-    runs whose files changed since the last call are read again. `progress(done, total)` is told
-    while runs are read. Without a usable cache folder, every run is read."""
+    runs whose files changed since the last call are read again, and an unchanged tree is not
+    walked. `progress(done, total)` is told while runs are read. Without a usable cache folder,
+    every run is read."""
     if cfg is DEFAULT and os.path.isdir(path) and not (_is_run(path) or is_tb_run(path)):
-        find_runs(path)  # the same InputError as below for a folder with no run
         try:
             from .catalog import Catalog
 
             cat = Catalog(path)
             cat.refresh(progress=progress)
-            reports = cat.reports()
+            reports, others = cat.reports(), cat.not_runs()
         except (OSError, sqlite3.Error):
             reports = None
         if reports is not None:
+            if not reports:
+                _runs_and_others(path)  # raises the InputError that says what is there
             for r in reports:  # paths as the caller gave the root
                 r.path = os.path.join(path, *r.name.split("/")) if r.name != os.path.basename(cat.root) else path
-            return reports
+            return reports, [os.path.join(path, *o.split("/")) for o in others]
+    run_paths, others = _runs_and_others(path)
     reports: list[RunReport] = []
     loaded = []  # (position in reports, run, problems)
-    for run_path in find_runs(path):
+    for run_path in run_paths:
         name = os.path.relpath(run_path, path) if run_path != path else os.path.basename(os.path.normpath(path))
         try:
             run, problems = load(run_path)
@@ -160,4 +174,4 @@ def diagnose_path(path: str, cfg: Thresholds = DEFAULT, progress=None) -> list[R
     for (at, run, problems), d in zip(loaded, diagnose_runs([r for _, r, _ in loaded], cfg)):
         reports[at] = RunReport(run.name, reports[at].path, d.findings, warnings=problems, skipped=d.skipped,
                                 diagnosed=d.diagnosed, found=series_found(run))
-    return reports
+    return reports, others

@@ -29,6 +29,8 @@ import os
 import threading
 import time
 
+from .catalog import cache_root
+
 SCHEME = "s3://"
 CHUNKS = ".chunks"
 UPLOAD_STATE = ".traindoc-upload.json"
@@ -40,10 +42,6 @@ def is_remote(path) -> bool:
     return isinstance(path, str) and path.startswith(SCHEME)
 
 
-def _cache_root() -> str:
-    return os.environ.get("TRAINDOC_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "traindoc")
-
-
 def _key(url: str) -> str:
     return hashlib.sha1(url.rstrip("/").encode("utf-8")).hexdigest()[:16]
 
@@ -53,15 +51,13 @@ def filesystem(for_uploads: bool = False):
     their own: a failed tick is retried by the next one, and a store that is down must never
     hold a training step."""
     import s3fs
-    from botocore.config import Config
 
     kwargs = {}
     endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
     if endpoint:
         kwargs["endpoint_url"] = endpoint
-    cfg = Config(connect_timeout=3, read_timeout=15, retries={"max_attempts": 1 if for_uploads else 3})
     return s3fs.S3FileSystem(client_kwargs=kwargs, config_kwargs={
-        "connect_timeout": cfg.connect_timeout, "read_timeout": cfg.read_timeout, "retries": cfg.retries},
+        "connect_timeout": 3, "read_timeout": 15, "retries": {"max_attempts": 1 if for_uploads else 3}},
         skip_instance_cache=True, use_listings_cache=False)
 
 
@@ -70,9 +66,13 @@ def _bare(url: str) -> str:
 
 
 # ---- writing -------------------------------------------------------------------------------
+def _spool() -> str:
+    return os.environ.get("TRAINDOC_SPOOL") or os.path.join(cache_root(), "spool")
+
+
 def spool_root(url: str) -> str:
     """Where the collector writes runs meant for `url` before they are uploaded."""
-    return os.path.join(os.environ.get("TRAINDOC_SPOOL") or os.path.join(_cache_root(), "spool"), _key(url))
+    return os.path.join(_spool(), _key(url))
 
 
 class Uploader:
@@ -195,7 +195,7 @@ class Uploader:
 def push(spool: str | None = None) -> list[tuple[str, bool]]:
     """Upload whatever spooled runs still hold (after an outage outlived the training process):
     (run folder, fully shipped) for each run found."""
-    base = spool or os.environ.get("TRAINDOC_SPOOL") or os.path.join(_cache_root(), "spool")
+    base = spool or _spool()
     out = []
     for dirpath, dirnames, filenames in os.walk(base):
         if UPLOAD_STATE in filenames:
@@ -212,7 +212,7 @@ def push(spool: str | None = None) -> list[tuple[str, bool]]:
 # ---- reading -------------------------------------------------------------------------------
 def mirror_path(url: str) -> str:
     """The local folder that mirrors `url`."""
-    return os.path.join(_cache_root(), "mirror", _key(url))
+    return os.path.join(cache_root(), "mirror", _key(url))
 
 
 #: url -> objects fetched by its last sync (what the tests and the benchmark look at)

@@ -10,7 +10,7 @@ from __future__ import annotations
 from . import (early_decay, initial_loss, lr_too_high, lr_too_low, overfitting, train_longer, underfitting,
                update_ratio)
 from . import together
-from .base import DEFAULT, SEVERITIES, Finding, Thresholds, severity_rank
+from .base import DEFAULT, SEVERITIES, Finding, Thresholds, drop_explained, severity_rank
 from .needs import CURVE_RULES, Diagnosis, curve_gaps, missing, series_found
 
 RULES = (lr_too_low, lr_too_high, early_decay, overfitting, underfitting, train_longer, initial_loss, update_ratio)
@@ -19,10 +19,6 @@ RULE_IDS = tuple(r.ID for r in RULES)
 #: would only re-describe the blow-up, so they stay silent and the divergence speaks.
 MOOT_AFTER_DIVERGENCE = {lr_too_low.ID, early_decay.ID, overfitting.ID, underfitting.ID, train_longer.ID,
                          update_ratio.ID}
-#: A too-low LR explains low, close accuracies: the notes' order is to fix the LR first, so
-#: that reading waits for it. A run still improving at the end is told both (raise the LR, or
-#: train longer): either is a fix.
-EXPLAINED_BY = {lr_too_low.ID: {underfitting.ID}}
 
 
 def judge(rule, run, cfg: Thresholds) -> tuple[list[str], list[Finding]]:
@@ -44,9 +40,7 @@ def diagnose_run(run, cfg: Thresholds = DEFAULT, judge_one=judge) -> Diagnosis:
             out.extend(found)
     if any(f.rule == lr_too_high.ID and f.evidence.get("diverged") for f in out):
         out = [f for f in out if f.rule not in MOOT_AFTER_DIVERGENCE]
-    fired = {f.rule for f in out}
-    hidden = set().union(*(EXPLAINED_BY.get(r, set()) for r in fired))
-    return Diagnosis([f for f in out if f.rule not in hidden], skipped)
+    return Diagnosis(drop_explained(out), skipped)
 
 
 def diagnose_runs(runs, cfg: Thresholds = DEFAULT) -> list[Diagnosis]:

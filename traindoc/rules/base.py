@@ -30,6 +30,19 @@ class Finding:
         return d
 
 
+#: A too-low LR explains low, close accuracies: the notes' order is to fix the LR first, so
+#: that reading waits for it. A run still improving at the end is told both (raise the LR, or
+#: train longer): either is a fix.
+EXPLAINED_BY = {"lr_too_low": {"underfitting"}}
+
+
+def drop_explained(findings: list) -> list:
+    """The findings without those another finding among them explains (EXPLAINED_BY)."""
+    fired = {f.rule for f in findings}
+    hidden = set().union(*(EXPLAINED_BY.get(r, set()) for r in fired))
+    return [f for f in findings if f.rule not in hidden]
+
+
 def _plain(v):
     if isinstance(v, float):
         return round(v, 6)

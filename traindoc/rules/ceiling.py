@@ -61,48 +61,42 @@ def digest(run) -> dict | None:
             "steps": [st.first_step, st.last_step]}
 
 
-def find_tasks(runs: list) -> dict[int, Task]:
-    """Run index -> its task (folder + number of classes), for tasks of 3+ runs with accuracies."""
-    return tasks_of([digest(r) for r in runs])
-
-
-def tasks_of(digests: list) -> dict[int, Task]:
-    """The same from the runs' `digest`s (None where a run has none); indices are positions in `digests`."""
+def tasks_of(digests: list) -> list[Task]:
+    """The tasks (folder + number of classes) of 3+ runs with accuracies, from the runs' `digest`s
+    (None where a run has none); member indices are positions in `digests`."""
     groups: dict[tuple, Task] = {}
     for i, d in enumerate(digests):
         if d is not None:
             groups.setdefault((d["folder"], d["classes"]), Task([])).members.append(
                 Member(i, d["name"], d["train"], d["val"], d["chance"], tuple(d["steps"])))
-    return {m.index: t for t in groups.values() if len(t.members) >= MIN_SIBLINGS for m in t.members}
+    return [t for t in groups.values() if len(t.members) >= MIN_SIBLINGS]
 
 
-def apply_ceilings(tasks: dict[int, Task], diagnoses: list[Diagnosis],
-                   cfg: Thresholds) -> list[Diagnosis]:
+def apply_ceilings(tasks: list[Task], diagnoses: list[Diagnosis], cfg: Thresholds) -> list[Diagnosis]:
     """Underfitting withdrawn where the run reaches `low_progress` of the task's ceiling; added
     where it reaches less, its gap is under `sibling_gap`, and no LR finding explains it."""
     out = list(diagnoses)
-    members = {m.index: m for t in {id(t): t for t in tasks.values()}.values() for m in t.members}
-    tops: dict[int, Member | None] = {}  # per task: its ceiling, found once
-    for i, task in tasks.items():
-        d = out[i]
-        me = members[i]
-        if id(task) not in tops:
-            tops[id(task)] = task.ceiling(cfg.gap_small)
-        top = tops[id(task)]
-        if top is None or top.val <= me.chance or top.index == i:
+    for task in tasks:
+        top = task.ceiling(cfg.gap_small)
+        if top is None:
             continue
-        progress = (me.train - me.chance) / (top.val - me.chance)
-        rules = {f.rule for f in d.findings}
-        if "underfitting" in rules and progress >= cfg.low_progress:
-            out[i] = replace(d, findings=[f for f in d.findings if f.rule != "underfitting"])
-        elif ("underfitting" not in rules and cfg.collapse_to < progress < cfg.low_progress
-              and abs(me.train - me.val) < cfg.sibling_gap and not rules & {"lr_too_low", "lr_too_high"}):
-            # (at chance the model learned nothing at all: a capacity limit still learns something)
-            out[i] = replace(d, findings=d.findings + [Finding("underfitting", "warning", me.steps, {
-                "final_train_acc": me.train, "final_val_acc": me.val, "gap": me.train - me.val,
-                "chance_acc": me.chance, "task_best_val_acc": top.val, "task_best_run": top.name,
-                "progress_toward_task_best": progress, "task_runs": len(task.members),
-            }, f"Use a bigger model or less regularization: {top.name}, on the same task, reached "
-               f"{top.val:.1%} validation accuracy, while this run fits its own training data only to "
-               f"{me.train:.1%}, hardly above its validation accuracy.")])
+        for me in task.members:
+            i = me.index
+            d = out[i]
+            if top.val <= me.chance or top.index == i:
+                continue
+            progress = (me.train - me.chance) / (top.val - me.chance)
+            rules = {f.rule for f in d.findings}
+            if "underfitting" in rules and progress >= cfg.low_progress:
+                out[i] = replace(d, findings=[f for f in d.findings if f.rule != "underfitting"])
+            elif ("underfitting" not in rules and cfg.collapse_to < progress < cfg.low_progress
+                  and abs(me.train - me.val) < cfg.sibling_gap and not rules & {"lr_too_low", "lr_too_high"}):
+                # (at chance the model learned nothing at all: a capacity limit still learns something)
+                out[i] = replace(d, findings=d.findings + [Finding("underfitting", "warning", me.steps, {
+                    "final_train_acc": me.train, "final_val_acc": me.val, "gap": me.train - me.val,
+                    "chance_acc": me.chance, "task_best_val_acc": top.val, "task_best_run": top.name,
+                    "progress_toward_task_best": progress, "task_runs": len(task.members),
+                }, f"Use a bigger model or less regularization: {top.name}, on the same task, reached "
+                   f"{top.val:.1%} validation accuracy, while this run fits its own training data only to "
+                   f"{me.train:.1%}, hardly above its validation accuracy.")])
     return out

@@ -32,7 +32,7 @@ import numpy as np
 
 from traindoc import format as fmt
 
-from .base import Finding, Thresholds
+from .base import Finding, Thresholds, drop_explained
 from .curves import loss_curve, lr_series
 from .needs import Diagnosis
 
@@ -149,11 +149,11 @@ def _thin_min(steps: np.ndarray, values: np.ndarray, n: int = 400) -> tuple[list
     return [float(x) for x in np.asarray(steps)[ends]], [float(v) for v in lows]
 
 
-def digest(run) -> dict | None:
+def digest(run, points: int = 400) -> dict | None:
     """What a sweep needs of a run, JSON-able (the run catalog stores it): where it is, its other
     hyperparameters, its LR (from the config, or the peak and shape of its logged schedule), its
-    losses (validation, and train window means thinned to their bucket minima), and whether the loss
-    ended in NaN/inf. None for a run with neither an LR in its config nor a logged LR."""
+    losses (validation, and train window means, each thinned to `points` bucket minima), and whether
+    the loss ended in NaN/inf. None for a run with neither an LR in its config nor a logged LR."""
     lr, rest = _hparams(run)
     shape = _schedule_shape(run)
     inferred = lr is None
@@ -169,8 +169,8 @@ def digest(run) -> dict | None:
     return {"folder": os.path.dirname(os.path.normpath(run.path or "")), "name": run.name, "lr": lr,
             "hparams": [list(kv) for kv in rest], "shape": [list(shape[0]), shape[1]] if shape else None,
             "inferred": inferred and not rest,
-            "val": None if val is None else [[float(x) for x in val.index], [float(v) for v in val.to_numpy()]],
-            "train": None if c is None or not len(c) else list(_thin_min(c.steps, c.mean)),
+            "val": None if val is None else list(_thin_min(val.index.to_numpy(), val.to_numpy(dtype=float), points)),
+            "train": None if c is None or not len(c) else list(_thin_min(c.steps, c.mean, points)),
             "ended_nonfinite": _ended_nonfinite(run)}
 
 
@@ -221,8 +221,7 @@ def sweeps_of(digests: list) -> list[Sweep]:
     return sweeps
 
 
-def _sibling_finding(rule: str, m: Member, best: Member, scores: dict, sweep: Sweep) -> Finding:
-    side = "below" if rule == "lr_too_low" else "above"
+def _sibling_finding(rule: str, m: Member, best: Member, scores: dict, sweep: Sweep, trail: float) -> Finding:
     ratio = best.lr / m.lr if rule == "lr_too_low" else m.lr / best.lr
     siblings = sorted(sweep.members, key=lambda x: x.lr)
     return Finding(rule, "warning", (0, int(best.steps[-1]) if len(best.steps) else 0), {
@@ -230,6 +229,7 @@ def _sibling_finding(rule: str, m: Member, best: Member, scores: dict, sweep: Sw
         f"best_{sweep.metric.replace(' ', '_')}": scores[m.index],
         f"sweep_best_{sweep.metric.replace(' ', '_')}": scores[best.index],
         "sweep_runs": [f"{x.name} (lr {x.lr:.3g})" for x in siblings],
+        "trails_best_by_share_of_its_progress": trail,
     }, (f"{'Raise' if rule == 'lr_too_low' else 'Lower'} the learning rate toward {best.lr:.3g}: in this sweep, "
         f"{best.name} at {ratio:.3g}x {'this' if rule == 'lr_too_low' else 'less than this'} LR reached a lower "
         f"{sweep.metric} by the same step."))
@@ -275,22 +275,17 @@ def apply_sweeps(sweeps: list[Sweep], diagnoses: list[Diagnosis], cfg: Threshold
             continue
         for m in sweep.members:
             d = out[m.index]
-            findings = list(d.findings)
-            rules = {f.rule for f in findings}
-            if any(f.rule == "lr_too_high" and f.evidence.get("diverged") for f in findings):
+            if any(f.rule == "lr_too_high" and f.evidence.get("diverged") for f in d.findings):
                 continue
             s = scores[m.index]
             trail = (s - reference) / progress if math.isfinite(s) else math.inf
-            findings = [f for f in findings if not _contradicted(f, m, best, trail, sweep, scores, cfg)]
+            findings = [f for f in d.findings if not _contradicted(f, m, best, trail, sweep, scores, cfg)]
             far = max(m.lr / best.lr, best.lr / m.lr) >= cfg.sweep_lr_ratio
             if far and trail >= cfg.sweep_trail:
                 rule = "lr_too_low" if m.lr < best.lr else "lr_too_high"
-                f = _sibling_finding(rule, m, best, scores, sweep)
-                f.evidence["trails_best_by_share_of_its_progress"] = trail
-                findings = [x for x in findings if x.rule != rule] + [f]
-                if rule == "lr_too_low":  # the LR explains the slow, low curve (as for one run)
-                    findings = [x for x in findings if x.rule != "underfitting"]
-            if findings != d.findings or rules != {f.rule for f in findings}:
+                findings = drop_explained([x for x in findings if x.rule != rule]
+                                          + [_sibling_finding(rule, m, best, scores, sweep, trail)])
+            if findings != d.findings:
                 out[m.index] = replace(d, findings=findings)
     return out
 

@@ -22,13 +22,13 @@ class Study:
     """What the runs say about each other, independent of the thresholds."""
 
     sweeps: list
-    tasks: dict
+    tasks: list
 
 
-def digest(run) -> dict:
+def digest(run, points: int = 400) -> dict:
     """All that judging `run` together with others needs, JSON-able (the run catalog keeps it, so
-    sibling evidence never needs the siblings' series again)."""
-    return {"sweep": sweep.digest(run), "task": ceiling.digest(run)}
+    sibling evidence never needs the siblings' series again); loss curves at most `points` long."""
+    return {"sweep": sweep.digest(run, points), "task": ceiling.digest(run)}
 
 
 def study(runs: list) -> Study:
