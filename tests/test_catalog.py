@@ -207,3 +207,29 @@ def test_cli_shows_indexing_progress_on_a_terminal_only(tmp_path):
     env["TRAINDOC_CACHE"] = str(tmp_path / "pipe-cache")
     out = subprocess.run([sys.executable, "-m", "traindoc.cli", "diagnose", str(root)], capture_output=True, env=env)
     assert b"indexing" not in out.stderr
+
+
+def test_a_run_whose_name_is_not_utf8_breaks_nothing(tmp_path, monkeypatch):
+    """SQLite holds names as UTF-8 text: such a run is reported rather than indexed, the CLI reads
+    that root without the catalog (every run, the odd one included), and the runs page still lists
+    the others with a word about it."""
+    root = tmp_path / "root"
+    _copy(["overfit-mlp-adam", "healthy-mlp-sgd"], root)
+    odd = os.fsdecode(os.path.join(os.fsencode(str(root)), b"odd\xffrun"))
+    shutil.copytree(os.path.join(SAMPLES, "lr-high-cnn-adam"), odd)
+    cat = Catalog(str(root), cache=str(tmp_path / "cache"))
+    assert cat.refresh().listed == 2 and cat.odd_names() == ["odd\\xffrun"]
+    env = {**os.environ, "TRAINDOC_CACHE": str(tmp_path / "cli-cache")}
+    out = subprocess.run([sys.executable, "-m", "traindoc.cli", "diagnose", str(root), "--json"],
+                         capture_output=True, env=env)
+    assert out.returncode == 0, out.stderr
+    runs = {r["run"]: [f["rule"] for f in r["findings"]] for r in json.loads(out.stdout)["runs"]}
+    assert len(runs) == 3 and runs["overfit-mlp-adam"] == ["overfitting"] and ["lr_too_high"] in runs.values()
+    from streamlit.testing.v1 import AppTest
+
+    monkeypatch.setenv("TRAINDOC_ROOT", str(root))
+    monkeypatch.setenv("TRAINDOC_CACHE", str(tmp_path / "app-cache"))
+    at = AppTest.from_file(os.path.join(ROOT, "app", "main.py"), default_timeout=60).run()
+    assert not at.exception
+    assert sorted(at.dataframe[0].value["run"]) == ["healthy-mlp-sgd", "overfit-mlp-adam"]
+    assert any("not valid UTF-8" in w.value for w in at.warning)

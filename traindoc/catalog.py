@@ -112,6 +112,20 @@ def _unchanged(skeleton: dict) -> bool:
     return True
 
 
+def _is_text(s: str) -> bool:
+    """True for a name SQLite can hold as text (no undecodable bytes from the file system)."""
+    try:
+        s.encode("utf-8")
+        return True
+    except UnicodeEncodeError:
+        return False
+
+
+def _shown(s: str) -> str:
+    """A file-system name as text, its undecodable bytes escaped (for messages, never for reading)."""
+    return s.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
 def _finding(d: dict):
     from .rules import Finding
 
@@ -207,7 +221,7 @@ class Catalog:
                 steps INTEGER, best_val_acc REAL, best_step INTEGER, best_val_loss REAL, hparams TEXT,
                 findings TEXT, row TEXT, digest TEXT, final TEXT)""")
             db.execute("CREATE INDEX IF NOT EXISTS runs_folder ON runs(folder)")
-            db.execute("INSERT OR REPLACE INTO info VALUES ('root', ?)", (self.root,))
+            db.execute("INSERT OR REPLACE INTO info VALUES ('root', ?)", (_shown(self.root),))
 
     def _db(self) -> sqlite3.Connection:
         db = sqlite3.connect(self.db_path, timeout=60, isolation_level=None)
@@ -235,6 +249,9 @@ class Catalog:
             others = None
         else:
             listed, others, skeleton = self._scan()
+        odd = [n for n, p in listed.items() if not (_is_text(n) and _is_text(p))]
+        for n in odd:  # SQLite holds text as UTF-8: these are reported, not indexed
+            del listed[n]
         todo = []
         for name, path in listed.items():
             old = known.get(name)
@@ -249,6 +266,7 @@ class Catalog:
         rows = self._read(todo, progress, workers)
         with self._db() as db:
             db.execute("BEGIN")
+            db.execute("INSERT OR REPLACE INTO info VALUES ('odd_names', ?)", (_json([_shown(n) for n in odd]),))
             if others is not None:
                 db.execute("INSERT OR REPLACE INTO info VALUES ('not_runs', ?)",
                            (_json([os.path.relpath(o, self.root).replace(os.sep, "/") for o in others]),))
@@ -367,6 +385,12 @@ class Catalog:
     def count(self) -> int:
         with self._db() as db:
             return db.execute("SELECT COUNT(*) FROM runs").fetchone()[0]
+
+    def odd_names(self) -> list[str]:
+        """Runs the last refresh found but could not index: names that are not valid UTF-8 (shown
+        with their odd bytes escaped). `traindoc diagnose` reads such a root without the catalog."""
+        with self._db() as db:
+            return self._info(db, "odd_names") or []
 
     def not_runs(self) -> list[str]:
         """What the last refresh found under the root that is no run (relative names)."""

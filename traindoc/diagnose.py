@@ -151,6 +151,8 @@ def diagnose_tree(path: str, cfg: Thresholds = DEFAULT, progress=None) -> tuple[
             cat = Catalog(path)
             cat.refresh(progress=progress)
             reports, others = cat.reports(), cat.not_runs()
+            if cat.odd_names():
+                reports = None  # runs the index cannot name: read everything directly instead
         except (OSError, sqlite3.Error):
             reports = None
         if reports is not None:

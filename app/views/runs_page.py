@@ -68,6 +68,10 @@ def render() -> None:
     st.caption(f"Reading {md(root)}")
     cat = catalog(root)
     refresh(cat)
+    odd = cat.odd_names()
+    if odd:
+        st.warning("Not listed: runs whose names are not valid UTF-8 (rename them to see them here): "
+                   + ", ".join(md(o) for o in odd[:20]) + (f" and {len(odd) - 20} more" if len(odd) > 20 else ""))
     others = cat.not_runs()
     if others:
         st.caption("Not runs (none of the formats traindoc reads): " + ", ".join(md(o) for o in others[:20])
