@@ -10,7 +10,8 @@ from __future__ import annotations
 import os
 import threading
 import time
-from dataclasses import dataclass
+import itertools
+from dataclasses import dataclass, field, replace
 
 from traindoc import format as fmt
 from traindoc import remote
@@ -68,6 +69,9 @@ def not_runs(root: str) -> list[str]:
     return [os.path.relpath(p, root).replace(os.sep, "/") for p in others if _inside(p, root)]
 
 
+_VERSIONS = itertools.count()
+
+
 @dataclass
 class Loaded:
     """A run as the pages see it: its series and findings, or why it cannot be shown."""
@@ -81,6 +85,8 @@ class Loaded:
     diagnosed: bool = False  # some curve rule ran: only then may the page say "no problems"
     records: int = 0
     problems: list | None = None  # parts of the input that could not be read
+    #: New for every read that brought new data (or a new mapping): what cached views key on.
+    version: int = field(default_factory=lambda: next(_VERSIONS))
 
 
 class RunStore:
@@ -119,6 +125,46 @@ class RunStore:
                 reader = None  # start over next time (the run may still be starting)
             self._readers[path] = (lock, reader, result)
             return result
+
+
+_SHARED_LOCK = threading.Lock()
+_STORE: RunStore | None = None
+_CATALOGS: dict = {}
+
+
+def shared_store() -> RunStore:
+    """The process's one store: the Streamlit pages and the run page's HTTP routes share it."""
+    global _STORE
+    with _SHARED_LOCK:
+        if _STORE is None:
+            _STORE = RunStore()
+        return _STORE
+
+
+def shared_catalog(root: str):
+    """One run catalog per root for the whole process (it serialises its own refreshes)."""
+    from traindoc.catalog import Catalog
+
+    with _SHARED_LOCK:
+        if root not in _CATALOGS:
+            _CATALOGS[root] = Catalog(root)
+        return _CATALOGS[root]
+
+
+def with_siblings(name: str, path: str, runs: dict[str, str]) -> Loaded:
+    """The run as loaded, with the findings the run catalog gives it: its own and what the runs
+    in its folder add (sweeps, the task's ceiling). The catalog reads only what changed; a run
+    alone in its folder (`runs`: every run under ROOT) has no siblings, and skips it."""
+    ld = shared_store().load(name, path)
+    if ld.error:
+        return ld
+    folder = os.path.dirname(os.path.normpath(path))
+    if sum(os.path.dirname(os.path.normpath(p)) == folder for p in runs.values()) < 2:
+        return ld
+    cat = shared_catalog(root_dir())
+    cat.refresh()
+    final = cat.findings_of(name)
+    return ld if final is None else replace(ld, findings=final)
 
 
 def not_diagnosed_text(ld: Loaded) -> str:

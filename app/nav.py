@@ -10,7 +10,6 @@ def pages() -> dict:
     if "_traindoc_pages" not in st.session_state:
         st.session_state["_traindoc_pages"] = {
             "runs": st.Page("screens/runs.py", title="Runs", url_path="runs", default=True),
-            "run": st.Page("screens/run.py", title="Run", url_path="run"),
             "compare": st.Page("screens/compare.py", title="Compare",
                                url_path="compare"),
         }

@@ -38,7 +38,7 @@ def main() -> None:
     import torch
 
     from app.data import REMOTE_SYNC_SECS
-    from app.views.run_page import LIVE_REFRESH_SECS
+    from app.runview import LIVE_REFRESH_SECS
     from traindoc import collector, format as fmt, remote
     from traindoc.reader import RunReader
 

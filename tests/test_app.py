@@ -1,7 +1,10 @@
-"""Every page through Streamlit's AppTest, on copies of real sample runs."""
+"""Every page on copies of real sample runs: the Streamlit pages through AppTest, the run page
+(served beside Streamlit, app/runview) through the view its route sends. The browser tests
+(test_browser.py) draw the same pages in chromium."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 
@@ -9,7 +12,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-MAIN = os.path.join(ROOT, "app", "main.py")
+MAIN = os.path.join(ROOT, "app", "dashboard.py")
 SAMPLES = os.path.join(ROOT, "sample_runs")
 
 
@@ -33,6 +36,18 @@ def app(page: str | None = None, **query) -> AppTest:
     return at.run()
 
 
+def view(name: str | None, **settings) -> dict:
+    """What the run page's route sends for ?run=NAME: facts, findings and figures, as JSON."""
+    from traindoc.app.runview import build
+
+    text, _ = build.view(name, **settings)
+    return json.loads(text)
+
+
+def charts_of(v: dict) -> list[str]:
+    return [k for k, _ in v["figures"]["charts"]]
+
+
 def plain(markdown: str) -> str:
     """What the reader sees of escaped markdown."""
     return markdown.replace("\\", "")
@@ -53,7 +68,8 @@ def test_runs_page_lists_every_run_with_findings(runs_root):
     assert list(row["findings"]) == ["overfitting"] and row["status"] == "finished" and row["steps"] == 1500
     assert 0 < row["best val acc"] < 1
     assert "lr=" in row["hyperparameters"]
-    assert len(at.get("page_link")) == 4
+    links = [m.value for m in at.markdown if 'href="run?run=' in m.value]
+    assert len(links) == 4 and any('href="run?run=overfit-mlp-adam"' in m for m in links)
 
 
 def test_runs_page_filter(runs_root):
@@ -73,39 +89,62 @@ def test_bad_run_shows_its_own_message_and_the_rest_works(runs_root):
     assert not at.exception
     assert "broken" in texts(at) and "cannot be shown" in texts(at)
     assert len(at.dataframe[0].value) == 6
-    at = app("run", run="broken")
-    assert not at.exception and "cannot be shown" in texts(at)
-    at = app("run", run="starting")
-    assert not at.exception and "No series yet" in texts(at)
+    v = view("broken")
+    assert v["state"] == "error" and v["error"]
+    v = view("starting")  # started, nothing flushed: a run with no series, no charts
+    assert v["state"] == "run" and not v["has_series"] and v["figures"]["charts"] == []
 
 
 def test_run_page_charts_and_findings(runs_root):
-    at = app("run", run="overfit-mlp-adam")
-    assert not at.exception
-    assert len(at.get("plotly_chart")) == 4  # loss, accuracy, LR, update ratios
-    (w,) = at.warning
-    assert "overfitting" in w.value and "stop early at step" in w.value
-    at.slider(key="smoothing").set_value(0.9).run()
-    at.toggle(key="log_y").set_value(True).run()
-    assert not at.exception and len(at.get("plotly_chart")) == 4
+    v = view("overfit-mlp-adam")
+    assert charts_of(v) == ["loss", "acc", "lr", "ratio"]
+    (f,) = v["findings"]
+    assert f["rule"] == "overfitting" and f["severity"] == "warning" and "stop early at step" in f["advice"]
+    assert "best_step = " in f["evidence"]
+    loss = dict(v["figures"]["charts"])["loss"]
+    assert any(a.get("text") == "overfitting" for a in loss["layout"]["annotations"])  # drawn on the chart
+    v2 = view("overfit-mlp-adam", smoothing=0.9, log_y=True)
+    assert charts_of(v2) == charts_of(v) and v2["smoothing"] == 0.9 and v2["log_y"]
+    loss2 = dict(v2["figures"]["charts"])["loss"]
+    assert loss2["layout"]["yaxis"]["type"] == "log" and loss2["data"] != loss["data"]  # smoothed more
+
+
+def test_run_view_is_kept_until_the_run_changes(runs_root):
+    """The figures of an unchanged run are built once; new bytes make a new view and ETag."""
+    from traindoc.app.runview import build
+
+    first = build.view("healthy-mlp-sgd")
+    assert build.view("healthy-mlp-sgd") == first
+    assert build.view("healthy-mlp-sgd", smoothing=0.0)[1] != first[1]
+    with open(runs_root / "healthy-mlp-sgd" / "meta.json") as fh:
+        meta = json.load(fh)
+    meta["status"] = "crashed"
+    with open(runs_root / "healthy-mlp-sgd" / "meta.json", "w") as fh:
+        json.dump(meta, fh)
+    text, etag = build.view("healthy-mlp-sgd")
+    assert etag != first[1] and json.loads(text)["status"] == "crashed"
 
 
 def test_diverged_run_shows_an_error_box(runs_root):
-    at = app("run", run="lr-high-cnn-adam")
-    assert any("lr_too_high" in plain(e.value) and "diverged" in e.value.lower() for e in at.error)
+    v = view("lr-high-cnn-adam")
+    assert any(f["rule"] == "lr_too_high" and f["severity"] == "error" and "diverged = True" in f["evidence"]
+               for f in v["findings"])
 
 
 def test_healthy_run_says_so(runs_root):
-    at = app("run", run="healthy-mlp-sgd")
-    assert any("No problems found" in s.value for s in at.success)
+    v = view("healthy-mlp-sgd")
+    assert v["diagnosed"] and v["findings"] == []
 
 
 @pytest.mark.parametrize("name", ["../../etc", "/etc", "..", "healthy-mlp-sgd/../../x", "%2e%2e/etc"])
 def test_run_page_refuses_anything_but_a_listed_run(runs_root, name):
-    at = app("run", run=name)
-    assert not at.exception
-    assert any("No run named" in e.value for e in at.error)
-    assert not at.get("plotly_chart")
+    v = view(name)
+    assert v == {"state": "missing", "name": name}
+
+
+def test_run_page_without_a_name_lists_the_runs(runs_root):
+    v = view(None)
+    assert v["state"] == "pick" and v["runs"] == sorted(os.listdir(runs_root)) and v["more"] == 0
 
 
 def test_symlink_out_of_root_is_not_listed(runs_root, tmp_path):
@@ -114,8 +153,7 @@ def test_symlink_out_of_root_is_not_listed(runs_root, tmp_path):
     os.symlink(outside, runs_root / "escape")
     at = app()
     assert "escape" not in list(at.dataframe[0].value["run"])
-    at = app("run", run="escape")
-    assert any("No run named" in e.value for e in at.error)
+    assert view("escape")["state"] == "missing"
 
 
 def test_compare_page(runs_root):
@@ -149,11 +187,9 @@ def test_tensorboard_run_in_root(runs_root):
     w.close()
     at = app()
     assert "tb-run" in list(at.dataframe[0].value["run"])
-    at = app("run", run="tb-run")
-    assert not at.exception
-    assert "status **live**" in texts(at)  # written seconds ago: a live TensorBoard run
-    # loss, accuracy, LR (no update ratios in this log), drawn by the live chart component
-    assert len(at.get("component_instance")) == 3 and not at.get("plotly_chart")
+    v = view("tb-run")
+    assert v["status"] == "live" and v["live"] and v["tensorboard"]  # written seconds ago: a live TensorBoard run
+    assert charts_of(v) == ["loss", "acc", "lr"]  # no update ratios in this log
 
 
 def test_lr_is_drawn_as_steps_held_to_the_end():
@@ -181,9 +217,9 @@ def test_undiagnosed_run_is_never_shown_as_healthy(runs_root):
     row = table[table["run"] == "opaque"].iloc[0]
     assert "not diagnosed" in row["findings"]
     assert any("opaque" in plain(w.value) and "not diagnosed" in plain(w.value) for w in at.warning)
-    at = app("run", run="opaque")
-    assert not at.success  # no "No problems found"
-    assert any("Not diagnosed" in plain(w.value) and "missing train loss" in plain(w.value) for w in at.warning)
+    v = view("opaque")
+    assert not v["diagnosed"] and v["findings"] == []  # never "No problems found"
+    assert "missing train loss" in v["not_diagnosed"]
 
 
 def test_runs_page_lists_what_is_not_a_run(runs_root):
@@ -199,17 +235,21 @@ def test_unmapped_series_can_be_given_a_meaning(runs_root):
 
     from tests.test_cli import _unreadable_tb_run
 
+    from traindoc.app.runview import build
+
     _unreadable_tb_run(runs_root / "opaque")
-    at = app("run", run="opaque")
-    assert any("Not diagnosed" in plain(w.value) for w in at.warning)
-    at.selectbox(key="map-metric_a").set_value("train loss, per step")
-    at.selectbox(key="map-metric_b").set_value("ignore")
-    at.button[0].click().run()
+    v = view("opaque")
+    assert not v["diagnosed"] and set(v["mappable"]) >= {"metric_a", "metric_b"}
+    for bad in [({"nope": "train loss, per step"}, []), ({"metric_a": "weights"}, []), ({}, ["nope"]), ({}, [])]:
+        with pytest.raises(ValueError):
+            build.save_mapping("opaque", *bad)
+    assert not (runs_root / "opaque" / "traindoc-tb.toml").exists()
+    assert build.save_mapping("opaque", {"metric_a": "train loss, per step"}, ["metric_b"]) == "traindoc-tb.toml"
     saved = tomllib.loads((runs_root / "opaque" / "traindoc-tb.toml").read_text())
     assert saved["map"]["metric_a"] == "train/loss" and saved["map"]["ignore"] == ["^metric_b$"]
-    at = app("run", run="opaque")
-    assert not any("Not diagnosed" in plain(w.value) for w in at.warning)
-    assert any("lr_too_high" in plain(e.value) for e in at.error)  # the exploding loss is seen now
+    v = view("opaque")
+    assert v["diagnosed"]
+    assert any(f["rule"] == "lr_too_high" for f in v["findings"])  # the exploding loss is seen now
 
 
 def test_a_sweep_is_judged_together_and_drawn_on_the_compare_page(tmp_path, monkeypatch):
@@ -228,9 +268,8 @@ def test_a_sweep_is_judged_together_and_drawn_on_the_compare_page(tmp_path, monk
     assert not at.exception
     rows = at.dataframe[0].value.set_index("run")
     assert "lr_too_low" in list(rows.loc["clusters-sweep-sgd-lr0.1-s2", "findings"])
-    at = app("run", run="clusters-sweep-sgd-lr0.1-s2")
-    assert not at.exception
-    assert any("lr_too_low" in plain(w.value) and "in this sweep" in plain(w.value) for w in at.warning)
+    v = view("clusters-sweep-sgd-lr0.1-s2")
+    assert any(f["rule"] == "lr_too_low" and "in this sweep" in f["advice"] + f["evidence"] for f in v["findings"])
     at = app("compare", runs=",".join(names))
     assert not at.exception
     figs = [c.proto.spec for c in at.get("plotly_chart")]

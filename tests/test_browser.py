@@ -164,3 +164,91 @@ def test_live_run_updates_by_itself(page, site, tmp_path):
     finally:
         trainer.kill()
         trainer.wait()
+
+
+def test_run_page_settings_live_in_the_link(page, site):
+    """Log scale and smoothing redraw the charts in place and are kept in the URL, so a shared
+    link or a reload shows the same view."""
+    server, _ = site
+    page.goto(server.url + "/run?run=overfit-mlp-adam")
+    wait_for_charts(page, 4)
+    ytype = "() => document.querySelector('.js-plotly-plot').layout.yaxis.type"
+    assert page.evaluate(ytype) != "log"
+    page.get_by_label("Log-scale loss").check()
+    page.wait_for_function(ytype + " === 'log'")
+    page.locator("#smoothing").fill("0.9")  # a range input: fill sets it and fires change
+    page.wait_for_url(re.compile(r".*smoothing=0\.90.*log=1|.*log=1.*smoothing=0\.90"))
+    page.reload()
+    wait_for_charts(page, 4)
+    assert page.evaluate(ytype) == "log" and page.get_by_label("Log-scale loss").is_checked()
+    assert page.locator("#smoothing-value").inner_text() == "0.90"
+
+
+def test_unplaced_series_are_given_a_meaning_in_the_page(page, site, tmp_path):
+    """A logdir under tags nobody can place: the user picks what two of them are in the form,
+    the choice is saved beside the logs and the run is diagnosed again in place."""
+    import tomllib
+
+    from tests.test_cli import _unreadable_tb_run
+
+    server, root = site
+    _unreadable_tb_run(root / "opaque")
+    page.goto(server.url + "/run?run=opaque")
+    page.get_by_text("Not diagnosed").wait_for()
+    assert page.get_by_text("No problems found").count() == 0
+    page.get_by_label("metric_a").select_option("train loss, per step")
+    page.get_by_label("metric_b").select_option("ignore")
+    page.get_by_role("button", name="Save and diagnose again").click()
+    page.get_by_text(re.compile(r"lr_too_high \(")).wait_for(timeout=20000)
+    assert page.get_by_text("Not diagnosed").count() == 0
+    saved = tomllib.loads((root / "opaque" / "traindoc-tb.toml").read_text())
+    assert saved["map"]["metric_a"] == "train/loss" and saved["map"]["ignore"] == ["^metric_b$"]
+    page.screenshot(path=str(tmp_path / "mapped.png"), full_page=True)
+
+
+def test_run_page_http(site):
+    """The run page's routes over real HTTP: an unchanged run answers 304 to its ETag, plotly.js
+    and the page's script are cached for good, a name from the URL is only ever data, and the
+    mapping route takes JSON from the page's own origin only."""
+    import json
+    import urllib.error
+    import urllib.request
+
+    server, _ = site
+    with urllib.request.urlopen(server.url + "/api/run?run=healthy-mlp-sgd") as r:
+        etag = r.headers["ETag"]
+        assert json.loads(r.read())["state"] == "run"
+    req = urllib.request.Request(server.url + "/api/run?run=healthy-mlp-sgd", headers={"If-None-Match": etag})
+    with pytest.raises(urllib.error.HTTPError) as e:
+        urllib.request.urlopen(req)
+    assert e.value.code == 304
+    with urllib.request.urlopen(server.url + "/run?run=" + quote(XSS)) as r:
+        html = r.read().decode()
+    assert XSS not in html and "<img" not in html  # the name sits in the inline JSON as \u003c...
+    js = [m for m in re.findall(r'src="(assets/[^"]+)"', html)]
+    assert len(js) == 2
+    for src in js:
+        with urllib.request.urlopen(server.url + "/" + src) as r:
+            assert "immutable" in r.headers["Cache-Control"]
+    body = json.dumps({"run": "healthy-mlp-sgd", "map": {"x": "validation loss"}}).encode()
+    for headers in ({"Content-Type": "application/x-www-form-urlencoded"},
+                    {"Content-Type": "application/json", "Origin": "http://evil.example"}):
+        req = urllib.request.Request(server.url + "/api/mapping", data=body, headers=headers, method="POST")
+        with pytest.raises(urllib.error.HTTPError) as e:
+            urllib.request.urlopen(req)
+        assert e.value.code == 403
+    req = urllib.request.Request(server.url + "/api/mapping", data=body, method="POST",
+                                 headers={"Content-Type": "application/json"})
+    with pytest.raises(urllib.error.HTTPError) as e:  # no such tag in that run: refused, nothing written
+        urllib.request.urlopen(req)
+    assert e.value.code == 400 and "unknown tags" in json.loads(e.value.read())["error"]
+
+
+def test_a_run_page_opened_before_the_run_exists_shows_it_when_it_appears(page, site):
+    server, root = site
+    page.goto(server.url + "/run?run=soon")
+    page.get_by_text("No run named").wait_for()
+    shutil.copytree(os.path.join(SAMPLES, "healthy-mlp-sgd"), root / "soon")
+    wait_for_charts(page, 4, timeout_ms=20000)
+    assert page.get_by_role("heading", name="soon").is_visible()
+    assert page.get_by_text("No problems found by the diagnostics.").is_visible()

@@ -64,15 +64,16 @@ def test_wheel_holds_one_namespace_and_the_app_files(installed):
     names = zipfile.ZipFile(wheel).namelist()
     top = {n.split("/")[0] for n in names if not n.split("/")[0].endswith(".dist-info")}
     assert top == {"traindoc"}  # no top-level `app` or `collector` to collide with a user's own
-    for needed in ("traindoc/app/main.py", "traindoc/app/livechart/index.html", "traindoc/app/screens/run.py",
+    for needed in ("traindoc/app/main.py", "traindoc/app/dashboard.py", "traindoc/app/runview/page.html",
+                   "traindoc/app/runview/run.js", "traindoc/app/runview/run.css", "traindoc/app/screens/runs.py",
                    "traindoc/collector/run.py", "traindoc/collector/lightning.py"):
         assert needed in names, needed
 
 
 def test_installed_wheel_imports_from_its_own_site(installed, tmp_path):
     _, venv, site = installed
-    code = ("import traindoc, traindoc.collector, traindoc.app.livechart as l, os; "
-            "print(traindoc.__file__); print(os.path.isfile(os.path.join(os.path.dirname(l.__file__), 'index.html')))")
+    code = ("import traindoc, traindoc.collector, traindoc.app.runview as v, os; "
+            "print(traindoc.__file__); print(os.path.isfile(os.path.join(v.HERE, 'page.html')))")
     out = subprocess.run([str(venv / "bin" / "python"), "-c", code], capture_output=True, text=True, cwd=tmp_path,
                          env={k: v for k, v in os.environ.items() if k != "PYTHONPATH"}, check=True)
     path, has_page = out.stdout.split()
@@ -114,10 +115,13 @@ def test_installed_wheel_serves_a_live_chart(installed, tmp_path):
             page.goto(url + "/run?run=wheel-live")
             caption = page.get_by_text(re.compile(r"status live · step \d+"))
             caption.wait_for(timeout=30000)
-            wait_for_charts(page, 2)  # in a live page every chart is drawn by the live component
+            wait_for_charts(page, 2)
             page.screenshot(path=str(tmp_path / "wheel-live.png"), full_page=True)
-            live = [f.url for f in page.frames if "livechart" in f.url]
-            assert len(live) >= 2, [f.url for f in page.frames]  # served from the installed package
+            scripts = page.evaluate("() => Array.from(document.scripts).map(s => s.src).filter(Boolean)")
+            assert any("/assets/plotly-" in s for s in scripts) and any("/assets/run.js" in s for s in scripts)
+            step = int(re.search(r"step (\d+)", caption.inner_text()).group(1))
+            page.wait_for_function(f"() => /step (\\d+)/.exec(document.getElementById('facts').innerText)[1] > {step}",
+                                   timeout=30000)  # it follows the run by itself
             browser.close()
     finally:
         trainer.kill()

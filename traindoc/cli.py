@@ -10,7 +10,7 @@ import json
 import os
 import sys
 
-from .rules import SEVERITIES, curve_gaps, severity_rank
+from .format import SEVERITIES
 
 EXIT_OK, EXIT_FINDINGS, EXIT_BAD_INPUT = 0, 1, 2
 
@@ -67,6 +67,8 @@ def cmd_diagnose(args) -> int:
     if bad:
         return EXIT_BAD_INPUT
     if args.fail_on:
+        from .rules import severity_rank
+
         limit = severity_rank(args.fail_on)
         if any(severity_rank(f.severity) >= limit for r in good for f in r.findings):
             return EXIT_FINDINGS
@@ -79,6 +81,8 @@ def cmd_diagnose(args) -> int:
 
 
 def _table(reports) -> str:
+    from .rules import curve_gaps
+
     rows = [("run", "rule", "severity", "steps", "advice")]
     for r in reports:
         if not r.diagnosed:

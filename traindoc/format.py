@@ -15,6 +15,9 @@ import zlib
 #: 2: CRC-32 record checks, a run id in every segment header and key line.
 SCHEMA_VERSION = 2
 
+#: How bad a finding is, mildest first (findings are stored in the catalog and printed by the CLI).
+SEVERITIES = ("info", "warning", "error")
+
 META_FILE = "meta.json"
 KEYS_FILE = "keys.jsonl"
 #: Scalar records live in one or more segments, read in name order.

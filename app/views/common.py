@@ -2,29 +2,27 @@
 
 from __future__ import annotations
 
+import html
 import math
 import re
 import time
-
-import streamlit as st
+from urllib.parse import quote
 
 from traindoc.catalog import Catalog
 
-from ..data import RunStore
+from ..data import RunStore, shared_catalog, shared_store
 
 _MD_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|<>~$:])")
 
 
-@st.cache_resource
 def store() -> RunStore:
     """One store for all sessions: readers are incremental and shared."""
-    return RunStore()
+    return shared_store()
 
 
-@st.cache_resource
 def catalog(root: str) -> Catalog:
     """One run catalog per root, shared by every session (it serialises its own refreshes)."""
-    return Catalog(root)
+    return shared_catalog(root)
 
 
 def md(text) -> str:
@@ -41,3 +39,9 @@ def ago(ts) -> str:
         if d >= size:
             return f"{d / size:.0f} {unit} ago"
     return f"{d:.0f} s ago"
+
+
+def run_link(name: str) -> str:
+    """An HTML link to a run's page (a full page load: the run page is served beside Streamlit,
+    not by it). The name is escaped for HTML and for the markdown around it."""
+    return f'<a href="run?run={html.escape(quote(name, safe=""))}" target="_self">{md(html.escape(name))}</a>'

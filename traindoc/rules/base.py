@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, fields
 
-SEVERITIES = ("info", "warning", "error")
+from ..format import SEVERITIES
 
 
 def severity_rank(name: str) -> int:

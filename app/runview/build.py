@@ -1,0 +1,145 @@
+"""What the run page shows, computed on the server: facts, findings and plotly figures of one
+run, kept per run and view (these imports take about a second: the page server loads them in
+the background at start, see warm_up)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import threading
+from collections import OrderedDict
+
+from traindoc import format as fmt
+from traindoc.tb.mapping import MEANINGS, save_overrides
+
+from .. import charts
+from ..data import Loaded, discover, not_diagnosed_text, root_dir, shared_store, status_of, with_siblings
+
+MAX_CUSTOM = 24  # custom scalars drawn on one page
+MAX_PICK = 2000  # runs listed when no run is named
+MAX_TAGS = 40  # series offered in the mapping form
+#: Figures kept ready, by run and view; a figure set of a 1,000,000-point run is ~1 MB of JSON.
+FIGURE_CACHE_SIZE = 32
+
+_cache: OrderedDict[str, str] = OrderedDict()
+_cache_lock = threading.Lock()
+
+
+def _fmt(v) -> str:
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    if isinstance(v, dict):
+        return "{" + ", ".join(f"{k}: {_fmt(x)}" for k, x in v.items()) + "}"
+    if isinstance(v, list):
+        return "[" + ", ".join(_fmt(x) for x in v) + "]"
+    return str(v)
+
+
+def _findings(findings: list) -> list[dict]:
+    return [{"rule": f.rule, "severity": f.severity, "steps": [int(f.steps[0]), int(f.steps[1])],
+             "advice": f.advice, "evidence": ", ".join(f"{k} = {_fmt(v)}" for k, v in f.evidence.items())}
+            for f in findings]
+
+
+def _figure_key(ld: Loaded, status: str, smoothing: float, log_y: bool) -> str:
+    """What the figures depend on: the run's data (the store makes a new Loaded, with a new
+    version, only when new bytes were read or the run was read afresh), the findings drawn on
+    them, and the view settings."""
+    marks = [(f.rule, f.severity, tuple(f.steps)) for f in ld.findings or []]
+    raw = repr((ld.path, ld.version, ld.records, status, round(smoothing, 2), log_y, marks))
+    return hashlib.sha1(raw.encode()).hexdigest()
+
+
+def _figures_json(ld: Loaded, key: str, smoothing: float, log_y: bool) -> str:
+    """JSON of {charts: [[id, figure]], custom: [[tag, figure]]}, built once per key."""
+    with _cache_lock:
+        if key in _cache:
+            _cache.move_to_end(key)
+            return _cache[key]
+    run, findings = ld.series, ld.findings or []
+    built = [("loss", charts.loss_figure(run, findings, smoothing, log_y)),
+             ("acc", charts.accuracy_figure(run, findings, smoothing)),
+             ("lr", charts.lr_figure(run, findings)),
+             ("ratio", charts.ratio_figure(run, findings))]
+    parts = [f'["{k}",{fig.to_json()}]' for k, fig in built if fig is not None]
+    custom = [f'[{json.dumps(k[len(fmt.CUSTOM_PREFIX):])},{charts.custom_figure(run, k, smoothing).to_json()}]'
+              for k in run.with_prefix(fmt.CUSTOM_PREFIX)[:MAX_CUSTOM]]
+    text = '{"charts":[' + ",".join(parts) + '],"custom":[' + ",".join(custom) + "]}"
+    with _cache_lock:
+        _cache[key] = text
+        while len(_cache) > FIGURE_CACHE_SIZE:
+            _cache.popitem(last=False)
+    return text
+
+
+def view(name: str | None, smoothing: float = 0.6, log_y: bool = False) -> tuple[str, str]:
+    """(JSON of everything the page shows for run `name`, its ETag). `name` is only ever
+    looked up among the runs found under ROOT, never joined onto a path."""
+    root = root_dir()
+    runs = discover(root)
+    if not name:
+        names = sorted(runs)
+        out = {"state": "pick", "runs": names[:MAX_PICK], "more": max(0, len(names) - MAX_PICK)}
+        return _done(out)
+    if name not in runs:
+        return _done({"state": "missing", "name": name})
+    path = runs[name]
+    ld = with_siblings(name, path, runs)
+    if ld.error:
+        return _done({"state": "error", "name": name, "error": ld.error})
+    run = ld.series
+    meta = run.meta
+    status = status_of(meta)
+    source = meta.get("source", "traindoc")
+    out = {
+        "state": "run", "name": name, "status": status, "live": status == "live", "step": run.last_step,
+        "records": ld.records, "updated": meta.get("updated") if isinstance(meta.get("updated"), (int, float)) else None,
+        "device": meta.get("device"), "torch": meta.get("torch_version"), "tensorboard": source == "tensorboard",
+        "problems": list(ld.problems or []), "diagnosed": ld.diagnosed,
+        "not_diagnosed": None if ld.diagnosed else not_diagnosed_text(ld),
+        "skipped": [s["rule"] for s in ld.skipped or []], "findings": _findings(ld.findings or []),
+        "has_series": bool(run.keys), "smoothing": smoothing, "log_y": log_y,
+        "meta": json.loads(json.dumps(meta, default=str)),
+        "mappable": ([k[len(fmt.CUSTOM_PREFIX):] for k in run.with_prefix(fmt.CUSTOM_PREFIX)][:MAX_TAGS]
+                     if source != "traindoc" else []),
+        "meanings": list(MEANINGS),
+    }
+    key = _figure_key(ld, status, smoothing, log_y)
+    figures = _figures_json(ld, key, smoothing, log_y)
+    light = json.dumps(out, allow_nan=False, default=str)
+    etag = hashlib.sha1((key + light).encode()).hexdigest()[:20]
+    return light[:-1] + ',"figures":' + figures + "}", etag
+
+
+def _done(out: dict) -> tuple[str, str]:
+    text = json.dumps(out, allow_nan=False, default=str)
+    return text, hashlib.sha1(text.encode()).hexdigest()[:20]
+
+
+def save_mapping(name: str, chosen: dict, ignored: list) -> str:
+    """Give tags of a run traindoc did not write a meaning (or ignore them); the run is read
+    and diagnosed again on its next view. Returns the override file's name. Only tags the run
+    has and meanings traindoc knows are accepted."""
+    runs = discover(root_dir())
+    if name not in runs:
+        raise ValueError(f"no run named {name!r}")
+    path = runs[name]
+    ld = shared_store().load(name, path)
+    if ld.error:
+        raise ValueError(ld.error)
+    tags = {k[len(fmt.CUSTOM_PREFIX):] for k in ld.series.with_prefix(fmt.CUSTOM_PREFIX)}
+    table = MEANINGS
+    if not isinstance(chosen, dict) or not isinstance(ignored, list):
+        raise ValueError("expected {map: {tag: meaning}, ignore: [tag]}")
+    bad = [t for t in [*chosen, *ignored] if t not in tags] + [m for m in chosen.values() if m not in table]
+    if bad:
+        raise ValueError(f"unknown tags or meanings: {', '.join(map(str, bad[:5]))}")
+    if not chosen and not ignored:
+        raise ValueError("nothing chosen")
+    folder = path if os.path.isdir(path) else os.path.dirname(path)
+    saved = save_overrides(folder, {t: table[m] for t, m in chosen.items()}, ignored)
+    shared_store().forget(path)
+    return os.path.basename(saved)
+
+
