@@ -78,9 +78,9 @@ def main() -> None:
     os.environ["TRAINDOC_ROOT"], os.environ["TRAINDOC_CACHE"] = root, cache
     from streamlit.testing.v1 import AppTest
 
-    at = AppTest.from_file(os.path.join(ROOT, "app", "main.py"), default_timeout=600)
+    at = AppTest.from_file(os.path.join(ROOT, "app", "dashboard.py"), default_timeout=600)
     at.run()  # the app's first run in this process imports the pages
-    at = AppTest.from_file(os.path.join(ROOT, "app", "main.py"), default_timeout=600)
+    at = AppTest.from_file(os.path.join(ROOT, "app", "dashboard.py"), default_timeout=600)
     t0 = time.perf_counter()
     at.run()
     page = time.perf_counter() - t0

@@ -125,7 +125,8 @@ class Run:
             self._writer = RunWriter(self.path, meta, flush_secs=flush_secs, max_pending=max_pending, keys=c.keys)
             if self.url:
                 self._uploader = remote.Uploader(self.path, f"{self.url}/{self.name}",
-                                                 interval=max(0.5, 2 * flush_secs)).start()
+                                                 interval=max(0.5, 2 * flush_secs),
+                                                 warn=lambda m: self._warn("remote-name", m)).start()
         except Exception as exc:  # cannot even create the folder: train on, record nothing
             self._warn("open", f"traindoc: cannot write run at {self.path!r}: {exc!r}; not recording")
 
@@ -204,6 +205,14 @@ class Run:
             self._put((fmt.EPOCH, self.step, time.time(), float(self.epoch)))
         except Exception as exc:
             self._warn("end_epoch:" + type(exc).__name__, f"traindoc: end_epoch failed: {exc!r}")
+
+    @property
+    def remote(self) -> str | None:
+        """For an s3:// root, where the run goes on the store: `<root>/<name>`, or `<name>-N` when
+        another machine's run already owned the name (known once the uploader reached the store)."""
+        if not self.url:
+            return None
+        return (self._uploader.target if self._uploader is not None else None) or f"{self.url}/{self.name}"
 
     def close(self, status: str = fmt.STATUS_FINISHED, reason: str | None = None, wait: bool = True) -> None:
         """Write the last window, mark the run `status`, and remove every hook.

@@ -229,7 +229,7 @@ def test_a_run_whose_name_is_not_utf8_breaks_nothing(tmp_path, monkeypatch):
 
     monkeypatch.setenv("TRAINDOC_ROOT", str(root))
     monkeypatch.setenv("TRAINDOC_CACHE", str(tmp_path / "app-cache"))
-    at = AppTest.from_file(os.path.join(ROOT, "app", "main.py"), default_timeout=60).run()
+    at = AppTest.from_file(os.path.join(ROOT, "app", "dashboard.py"), default_timeout=60).run()
     assert not at.exception
     assert sorted(at.dataframe[0].value["run"]) == ["healthy-mlp-sgd", "overfit-mlp-adam"]
     assert any("not valid UTF-8" in w.value for w in at.warning)

@@ -145,7 +145,7 @@ def test_the_dashboard_reads_an_s3_root(s3, monkeypatch):
     _train(run, model, opt, x, y, 100)
     deadline = time.monotonic() + 60
     monkeypatch.setenv("TRAINDOC_REMOTE", "s3://runs/dash")
-    main = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "app", "main.py")
+    main = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "app", "dashboard.py")
     while True:  # the uploader ships every 0.5 s here: wait for the first upload, at most a minute
         at = AppTest.from_file(main, default_timeout=60).run()
         assert not at.exception
@@ -154,3 +154,48 @@ def test_the_dashboard_reads_an_s3_root(s3, monkeypatch):
         assert time.monotonic() < deadline, "the run never showed up"
         time.sleep(0.5)
     run.close()
+
+
+def test_two_machines_one_name_never_mix(s3, tmp_path, monkeypatch):
+    """Two machines (two spools) start a run of the same name under one prefix at the same time,
+    and a third later: each run gets a name of its own on the bucket, with all of its records."""
+    import warnings
+
+    from traindoc import collector
+    from traindoc.reader import read_run
+
+    runs = []
+    for machine in ("a", "b"):
+        monkeypatch.setenv("TRAINDOC_SPOOL", str(tmp_path / f"spool-{machine}"))
+        model, opt, x, y = _setup()
+        runs.append((collector.attach(model, opt, root="s3://runs/shared", name="exp", num_classes=3,
+                                      log_every=5, flush_secs=0.2), model, opt, x, y))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for _ in range(4):  # both train (and upload) side by side
+            for run, model, opt, x, y in runs:
+                _train(run, model, opt, x, y, 30)
+            time.sleep(0.5)
+        for run, *_ in runs:
+            run.close()
+    targets = sorted(run.remote for run, *_ in runs)
+    assert targets == ["s3://runs/shared/exp", "s3://runs/shared/exp-2"]
+    assert any("belongs to another run" in str(w.message) for w in caught)
+    for run, *_ in runs:
+        on_bucket = read_run(run.remote)
+        assert on_bucket.meta["run_id"] == run.run_id and on_bucket.meta["remote"] == run.remote
+        assert _frame(on_bucket) == _frame(read_run(run.path))
+    monkeypatch.setenv("TRAINDOC_SPOOL", str(tmp_path / "spool-c"))
+    model, opt, x, y = _setup()
+    late = collector.attach(model, opt, root="s3://runs/shared", name="exp", num_classes=3, log_every=5,
+                            flush_secs=0.2)
+    _train(late, model, opt, x, y, 20)
+    late.close()
+    assert late.remote == "s3://runs/shared/exp-3"
+    assert _frame(read_run(late.remote)) == _frame(read_run(late.path))
+    from traindoc.remote import local_root
+
+    mirror = local_root("s3://runs/shared")
+    assert sorted(os.listdir(mirror)) == [".traindoc-mirror.json", "exp", "exp-2", "exp-3"]
+    assert not [f for d in ("exp", "exp-2", "exp-3") for f in os.listdir(os.path.join(mirror, d))
+                if f.startswith(".claim-")]

@@ -5,6 +5,13 @@ Object stores cannot append, so a run on a bucket is a set of immutable objects:
     <prefix>/<run>/meta.json, keys.jsonl, ...      small files: the whole file, replaced when it changes
     <prefix>/<run>/<segment>.bin.chunks/<offset>   the bytes of an append-only segment from <offset> on
                                                    (16 digits), never rewritten
+    <prefix>/<run>/.claim-<run id>                 an empty object: which run the name belongs to
+
+Two machines may start a run of the same name under one prefix. Before its first upload, an
+uploader writes its claim, waits CLAIM_SETTLE_SECS and lists the claims: the oldest (ties: the
+smaller run id) owns the name, and a run that lost takes `<run>-2`, `-3`, ... the same way
+(it warns, and its meta.json on the bucket names where it went). A name with objects but no
+claim (written before claims existed) belongs to the run id in its meta.json.
 
 The writer side (`Uploader`) runs in a background thread of the training process: the collector
 writes its run folder to a local spool exactly as on a local disk, and every few seconds the
@@ -34,6 +41,10 @@ from .catalog import cache_root
 SCHEME = "s3://"
 CHUNKS = ".chunks"
 UPLOAD_STATE = ".traindoc-upload.json"
+CLAIM = ".claim-"
+#: How long a claim is left to become visible to another machine's listing before the
+#: claims are compared (in the uploader's thread; training never waits for it).
+CLAIM_SETTLE_SECS = 2.0
 MIRROR_STATE = ".traindoc-mirror.json"
 
 
@@ -78,8 +89,9 @@ def spool_root(url: str) -> str:
 class Uploader:
     """Ships one spooled run folder to `<url>/<run>` in the background; see the module docstring."""
 
-    def __init__(self, run_dir: str, url: str, interval: float = 2.0):
+    def __init__(self, run_dir: str, url: str, interval: float = 2.0, warn=None):
         self.run_dir, self.url, self.interval = run_dir, url.rstrip("/"), interval
+        self._warn = warn  # warn(message): where a run that had to take another name says so
         self.last_error: str | None = None
         self.uploads = 0
         self._stop = threading.Event()
@@ -93,9 +105,60 @@ class Uploader:
                 old = json.load(f)
             if old.get("url") == self.url:
                 self._state = old
+                if "target" not in old and (old.get("bin") or old.get("small")):
+                    self._state["target"] = self.url  # shipped before names were claimed
         except (OSError, ValueError):
             pass
         self._save()
+
+    @property
+    def target(self) -> str | None:
+        """Where the run goes on the store: `url`, or `url-N` if another run owned the name;
+        None until the name is claimed (on the first tick that reaches the store)."""
+        return self._state.get("target")
+
+    def _run_id(self) -> str:
+        try:
+            with open(os.path.join(self.run_dir, "meta.json")) as f:
+                return str(json.load(f)["run_id"])
+        except (OSError, ValueError, KeyError, TypeError):
+            return hashlib.sha1(os.path.abspath(self.run_dir).encode()).hexdigest()  # stable per spool folder
+
+    def _owner(self, base: str) -> str | None:
+        """The run id that owns `base` on the store (None: nobody)."""
+        try:
+            objects = self._fs.ls(base, detail=True, refresh=True)
+        except FileNotFoundError:
+            return None
+        claims = sorted((str(o.get("LastModified", "")), o["name"].rsplit("/", 1)[-1][len(CLAIM):])
+                        for o in objects if o["name"].rsplit("/", 1)[-1].startswith(CLAIM))
+        if claims:
+            return claims[0][1]
+        if not objects:
+            return None
+        try:
+            return str(json.loads(self._fs.cat_file(f"{base}/meta.json"))["run_id"])
+        except (FileNotFoundError, ValueError, KeyError, TypeError):
+            return "?"  # objects without a readable owner: not ours to write into
+
+    def _claim(self) -> str:
+        run_id = self._run_id()
+        for n in range(1, 10_000):
+            url = self.url if n == 1 else f"{self.url}-{n}"
+            base = _bare(url)
+            owner = self._owner(base)
+            if owner not in (None, run_id):
+                continue
+            if owner is None:
+                self._fs.pipe_file(f"{base}/{CLAIM}{run_id}", b"")
+                time.sleep(CLAIM_SETTLE_SECS)
+                if self._owner(base) != run_id:
+                    self._fs.rm_file(f"{base}/{CLAIM}{run_id}")
+                    continue
+            if url != self.url and self._warn is not None:
+                self._warn(f"traindoc: {self.url} belongs to another run; this run is uploaded to {url}")
+            return url
+        raise RuntimeError(f"no free name left beside {self.url}")
 
     def start(self) -> "Uploader":
         self._thread = threading.Thread(target=self._loop, name="traindoc-uploader", daemon=True)
@@ -130,12 +193,15 @@ class Uploader:
         """Upload what is new; True when everything is on the store. Never raises."""
         with self._lock:
             try:
-                base = _bare(self.url)
                 if self._fs is None:
                     self._fs = filesystem(for_uploads=True)
-                    bucket = base.split("/", 1)[0]
+                    bucket = _bare(self.url).split("/", 1)[0]
                     if not self._fs.exists(bucket):
                         self._fs.mkdir(bucket)  # a fresh store: make the bucket rather than fail every tick
+                if self.target is None:
+                    self._state["target"] = self._claim()
+                    self._save()
+                base = _bare(self.target)
                 for name, (done, size) in list(self._segments()):
                     if size > done:
                         with open(os.path.join(self.run_dir, name), "rb") as f:
@@ -155,6 +221,8 @@ class Uploader:
                     if self._state["small"].get(name) != stamp:
                         with open(os.path.join(self.run_dir, name), "rb") as f:
                             data = f.read()
+                        if name == "meta.json" and self.target != self.url:
+                            data = _moved_meta(data, self.target)
                         self._fs.pipe_file(f"{base}/{name}", data)
                         self._state["small"][name] = stamp
                         self.uploads += 1
@@ -190,6 +258,16 @@ class Uploader:
             os.replace(tmp, path)
         except OSError:
             pass
+
+
+def _moved_meta(data: bytes, target: str) -> bytes:
+    """meta.json of a run that had to take another name on the store: it says where it is."""
+    try:
+        meta = json.loads(data)
+        meta["remote"] = target
+        return json.dumps(meta).encode()
+    except (ValueError, TypeError):
+        return data  # a half-written meta.json is shipped as it is; the next tick sends the whole
 
 
 def push(spool: str | None = None) -> list[tuple[str, bool]]:
@@ -242,6 +320,8 @@ def sync(url: str, fs=None) -> str:
         rel = key[len(base):].lstrip("/")
         if not rel or info.get("type") == "directory":
             continue
+        if rel.rsplit("/", 1)[-1].startswith(CLAIM):
+            continue  # which run owns a name: the writers' business
         if f"{CHUNKS}/" in rel:
             target, offset = rel.rsplit(f"{CHUNKS}/", 1)
             if offset.isdigit():

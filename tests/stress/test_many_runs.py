@@ -23,7 +23,7 @@ def test_runs_page_with_500_runs(tmp_path, monkeypatch):
     monkeypatch.setenv("TRAINDOC_ROOT", str(tmp_path))
     times = []
     for _ in range(2):
-        at = AppTest.from_file(os.path.join(ROOT, "app", "main.py"), default_timeout=120)
+        at = AppTest.from_file(os.path.join(ROOT, "app", "dashboard.py"), default_timeout=120)
         t0 = time.perf_counter()
         at.run()
         times.append(time.perf_counter() - t0)
