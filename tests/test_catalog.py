@@ -233,3 +233,21 @@ def test_a_run_whose_name_is_not_utf8_breaks_nothing(tmp_path, monkeypatch):
     assert not at.exception
     assert sorted(at.dataframe[0].value["run"]) == ["healthy-mlp-sgd", "overfit-mlp-adam"]
     assert any("not valid UTF-8" in w.value for w in at.warning)
+
+
+def test_an_override_file_in_the_parent_folder_is_read_again(tmp_path):
+    """traindoc-tb.toml beside a logdir (in its parent folder) says what its tags are: writing it
+    makes the catalog read that run again, though none of the run's own files changed."""
+    from tests.test_cli import _unreadable_tb_run
+
+    root = tmp_path / "root"
+    _unreadable_tb_run(root / "logs" / "opaque")
+    cat = Catalog(str(root), cache=str(tmp_path / "cache"))
+    cat.refresh()
+    (row,), _ = cat.query()
+    assert not row["diagnosed"]
+    (root / "logs" / "traindoc-tb.toml").write_text('[map]\nmetric_a = "train/loss"\nignore = ["^metric_b$"]\n')
+    assert cat.refresh().read == 1
+    (row,), _ = cat.query()
+    assert row["diagnosed"] and "lr_too_high" in [f["rule"] for f in row["final"]]
+    assert cat.refresh().read == 0

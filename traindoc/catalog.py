@@ -58,16 +58,32 @@ def code_version() -> str:
     return _CODE_VERSION
 
 
+def _parent_overrides(path: str) -> str:
+    """Size and mtime of the override files in a run's parent folder, which its reader also reads."""
+    parent = os.path.dirname(os.path.normpath(path))
+    out = []
+    for name in fmt.OVERRIDE_FILES:
+        try:
+            s = os.stat(os.path.join(parent, name))
+        except OSError:
+            continue
+        out.append(f"../{name}:{s.st_size}:{s.st_mtime_ns}")
+    return ";".join(out)
+
+
 def signature(path: str) -> str:
     """Size and mtime of every file of a run (three folder levels deep: TensorBoard split folders,
-    Hugging Face checkpoints), as one short hash. The same files unchanged give the same signature."""
+    Hugging Face checkpoints) and of the override files beside it, as one short hash. The same
+    files unchanged give the same signature."""
     h = hashlib.sha1()
     try:
         st = os.stat(path)
     except OSError:
         return "gone"
+    beside = _parent_overrides(path)
     if not os.path.isdir(path):
-        return f"{st.st_size}:{st.st_mtime_ns}"
+        return f"{st.st_size}:{st.st_mtime_ns}" + (f";{beside}" if beside else "")
+    h.update(beside.encode("utf-8", "replace"))
     stack = [(path, 0)]
     while stack:
         folder, depth = stack.pop()

@@ -137,11 +137,11 @@ def cmd_push(args) -> int:
     from . import remote
 
     results = remote.push(args.spool)
-    for path, done in results:
-        print(f"{path}: {'uploaded' if done else 'still spooled (the store is not reachable)'}")
+    for path, done, error in results:
+        print(f"{path}: " + ("uploaded" if done else f"still spooled (the store is not reachable: {error or 'not all sent'})"))
     if not results:
         print("nothing spooled")
-    return EXIT_OK if all(done for _, done in results) else EXIT_FINDINGS
+    return EXIT_OK if all(done for _, done, _ in results) else EXIT_FINDINGS
 
 
 def build_parser() -> argparse.ArgumentParser:

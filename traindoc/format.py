@@ -19,6 +19,9 @@ SCHEMA_VERSION = 2
 SEVERITIES = ("info", "warning", "error")
 
 META_FILE = "meta.json"
+#: What the user says about logs traindoc did not write (tag meanings, run facts), in the run's
+#: folder or its parent (traindoc/tb/mapping.py).
+OVERRIDE_FILES = ("traindoc-tb.toml", "traindoc-tb.json")
 KEYS_FILE = "keys.jsonl"
 #: Scalar records live in one or more segments, read in name order.
 SEGMENT_GLOB = "scalars-*.bin"

@@ -270,9 +270,11 @@ def _moved_meta(data: bytes, target: str) -> bytes:
         return data  # a half-written meta.json is shipped as it is; the next tick sends the whole
 
 
-def push(spool: str | None = None) -> list[tuple[str, bool]]:
+def push(spool: str | None = None, attempts: int = 3, pause: float = 2.0) -> list[tuple[str, bool, str | None]]:
     """Upload whatever spooled runs still hold (after an outage outlived the training process):
-    (run folder, fully shipped) for each run found."""
+    (run folder, fully shipped, the last error if not) for each run found. A run whose upload
+    fails is tried `attempts` times, `pause` seconds apart (a store just restarted may refuse
+    writes for a moment)."""
     base = spool or _spool()
     out = []
     for dirpath, dirnames, filenames in os.walk(base):
@@ -283,7 +285,14 @@ def push(spool: str | None = None) -> list[tuple[str, bool]]:
                     url = json.load(f)["url"]
             except (OSError, ValueError, KeyError):
                 continue
-            out.append((dirpath, Uploader(dirpath, url).tick()))
+            up = Uploader(dirpath, url)
+            done = up.tick()
+            for _ in range(attempts - 1):
+                if done or up.last_error is None:
+                    break
+                time.sleep(pause)
+                done = up.tick()
+            out.append((dirpath, done, up.last_error))
     return out
 
 

@@ -29,7 +29,7 @@ import re
 
 from traindoc import format as fmt
 
-OVERRIDE_FILES = ("traindoc-tb.toml", "traindoc-tb.json")
+OVERRIDE_FILES = fmt.OVERRIDE_FILES
 # traindoc's own names; `val/<x>` and `lr/<x>` only in the forms the collector writes, so
 # that `val/accuracy`, `val/top1` or `lr/Adam` are read for their meaning, not kept as-is.
 _NATIVE = re.compile(r"^(train/loss/(mean|var|min|max|count|nonfinite|first)|train_epoch/loss/(mean|var|min|max|count|"
