@@ -178,6 +178,9 @@ def status_of(meta: dict, now: float | None = None) -> str:
     """live, finished, crashed or stale."""
     status = meta.get("status")
     if status == fmt.STATUS_RUNNING:
-        updated = meta.get("updated") or meta.get("start_time") or 0
-        return "live" if (now or time.time()) - float(updated) < STALE_SECS else "stale"
+        try:
+            updated = float(meta.get("updated") or meta.get("start_time") or 0)
+        except (TypeError, ValueError):
+            updated = 0.0  # not a time: nothing says the run is alive
+        return "live" if (now or time.time()) - updated < STALE_SECS else "stale"
     return status if status in (fmt.STATUS_FINISHED, fmt.STATUS_CRASHED) else "unknown"

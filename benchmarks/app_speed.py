@@ -8,7 +8,9 @@ Measures, in one run, with an empty cache folder:
      server (read + diagnose + figures on a first view, a view of an unchanged run);
   3. traindoc: a live point's latency, from the collector taking the value to the page
      showing it (target <= 3 s), with the collector's default 1 s flush;
-  4. TensorBoard (`tensorboard --logdir`, default settings) on the same 1,000,000 points
+  4. the baseline of the run page's design: a Streamlit page (as the run page was until this
+     wave) showing the same four figures, built beforehand, so it reads nothing: warm navigation;
+  5. TensorBoard (`tensorboard --logdir`, default settings) on the same 1,000,000 points
      written as event files: server start -> first charts drawn, and a warm navigation.
 Target: TensorBoard / traindoc >= 2 on both figures.
 usage: python benchmarks/app_speed.py [--points 1000000] [--skip-tensorboard]
@@ -17,6 +19,7 @@ usage: python benchmarks/app_speed.py [--points 1000000] [--skip-tensorboard]
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import re
 import statistics
@@ -92,6 +95,52 @@ def live_latency(page, server: Server, root: str, samples: int = 8) -> list[floa
         return out
     finally:
         proc.kill()
+        proc.wait()
+
+
+STREAMLIT_PAGE = """
+import json, sys
+import plotly.io as pio
+import streamlit as st
+
+st.set_page_config(layout="wide")
+figs = st.cache_resource(lambda: [pio.from_json(json.dumps(f)) for _, f in json.load(open(sys.argv[1]))])()
+cols = st.columns(2)
+for i, fig in enumerate(figs):
+    with cols[i % 2]:
+        st.plotly_chart(fig, key=f"c{i}")
+"""
+
+
+def streamlit_baseline(page, tmp: str, root: str) -> float:
+    """Warm navigation (median of 5) to a plain Streamlit page drawing the run page's four figures."""
+    from traindoc.app.runview import build
+
+    os.environ["TRAINDOC_ROOT"] = root
+    figures = json.loads(build.view("big")[0])["figures"]["charts"]
+    with open(os.path.join(tmp, "figs.json"), "w") as f:
+        json.dump(figures, f)
+    with open(os.path.join(tmp, "st_page.py"), "w") as f:
+        f.write(STREAMLIT_PAGE)
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", os.path.join(tmp, "st_page.py"),
+                             "--server.port", str(port), "--server.address", "127.0.0.1", "--server.headless", "true",
+                             "--browser.gatherUsageStats", "false", "--", os.path.join(tmp, "figs.json")],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        url = f"http://127.0.0.1:{port}/"
+        deadline = time.time() + 60
+        while True:
+            try:
+                urllib.request.urlopen(url + "_stcore/health", timeout=1)
+                break
+            except OSError:
+                assert time.time() < deadline, "streamlit did not start"
+                time.sleep(0.1)
+        traindoc_open(page, url)
+        return statistics.median(traindoc_open(page, url) for _ in range(5))
+    finally:
+        proc.terminate()
         proc.wait()
 
 
@@ -181,6 +230,7 @@ def main() -> None:
         finally:
             server.stop()
         first_view, unchanged_view = server_side(root, "big")
+        baseline = streamlit_baseline(page, tmp, root)
         print(f"points: {n}")
         print(f"traindoc  server start -> answering: {up:.2f} s; -> run drawn: {cold_total:.2f} s "
               f"(first open of the run: {cold:.2f} s)")
@@ -196,6 +246,8 @@ def main() -> None:
               f"charts drawn {med['drawn'] - med['script']:.3f} s")
         print(f"traindoc  server side: first view of the run (read + diagnose + figures + JSON) "
               f"{first_view:.3f} s, unchanged run {unchanged_view:.4f} s")
+        print(f"baseline  the same four figures in a Streamlit page, nothing read: warm navigation -> drawn "
+              f"{baseline:.2f} s; Streamlit page / traindoc = {baseline / statistics.median(warm):.2f}")
         if lat:
             print(f"traindoc  live point latency: median {statistics.median(lat):.2f} s, max {max(lat):.2f} s "
                   f"over {len(lat)} points   (target <= 3 s)")
@@ -206,7 +258,7 @@ def main() -> None:
             print(f"tensorboard event files written in {time.perf_counter() - t0:.1f} s (not timed below)")
             tb_cold, tb_warm = tensorboard_times(page, logdir)
             print(f"tensorboard server start -> first charts drawn: {tb_cold:.2f} s   "
-                  f"warm navigation -> drawn: {tb_warm:.2f} s")
+                  f"warm navigation -> drawn (median of 5): {tb_warm:.2f} s")
             print(f"ratio server start -> drawn, tensorboard / traindoc = {tb_cold / cold_total:.2f}")
             print(f"ratio warm navigation, tensorboard / traindoc = {tb_warm / statistics.median(warm):.2f}")
         browser.close()

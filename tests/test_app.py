@@ -275,3 +275,22 @@ def test_a_sweep_is_judged_together_and_drawn_on_the_compare_page(tmp_path, monk
     figs = [c.proto.spec for c in at.get("plotly_chart")]
     sweep = [f for f in figs if "LR sweep" in f]
     assert len(sweep) == 1 and '"best LR"' in sweep[0] and '"type":"log"' in sweep[0].replace(" ", "")
+
+
+def test_run_view_is_strict_json_whatever_the_meta_holds(runs_root):
+    """A config with NaN and infinities, numpy numbers and a non-number 'updated': the run page
+    still gets strict JSON (a browser's JSON.parse refuses NaN) and shows the run."""
+    import numpy as np
+
+    path = runs_root / "overfit-mlp-adam" / "meta.json"
+    meta = json.loads(path.read_text())
+    meta["config"].update({"lr": float("nan"), "clip": float("inf"), "warmup": float("-inf")})
+    meta["updated"] = "yesterday"
+    path.write_text(json.dumps(meta))  # Python writes NaN/Infinity tokens, as json.dump does by default
+    from traindoc.app.runview import build
+
+    text, _ = build.view("overfit-mlp-adam")
+    v = json.loads(text, parse_constant=lambda c: pytest.fail(f"non-strict JSON token {c}"))
+    assert v["meta"]["config"]["lr"] == "nan" and v["meta"]["config"]["clip"] == "inf"
+    assert v["updated"] == "yesterday" and charts_of(v) == ["loss", "acc", "lr", "ratio"]
+    assert build.jsonable({"a": np.int64(3), "b": np.float32(0.5), "c": (1, np.nan)}) == {"a": 3, "b": 0.5, "c": [1, "nan"]}

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
+import numbers
 import os
 import threading
 from collections import OrderedDict
@@ -94,26 +96,42 @@ def view(name: str | None, smoothing: float = 0.6, log_y: bool = False) -> tuple
     source = meta.get("source", "traindoc")
     out = {
         "state": "run", "name": name, "status": status, "live": status == "live", "step": run.last_step,
-        "records": ld.records, "updated": meta.get("updated") if isinstance(meta.get("updated"), (int, float)) else None,
+        "records": ld.records, "updated": meta.get("updated"),
         "device": meta.get("device"), "torch": meta.get("torch_version"), "tensorboard": source == "tensorboard",
         "problems": list(ld.problems or []), "diagnosed": ld.diagnosed,
         "not_diagnosed": None if ld.diagnosed else not_diagnosed_text(ld),
         "skipped": [s["rule"] for s in ld.skipped or []], "findings": _findings(ld.findings or []),
         "has_series": bool(run.keys), "smoothing": smoothing, "log_y": log_y,
-        "meta": json.loads(json.dumps(meta, default=str)),
+        "meta": meta,
         "mappable": ([k[len(fmt.CUSTOM_PREFIX):] for k in run.with_prefix(fmt.CUSTOM_PREFIX)][:MAX_TAGS]
                      if source != "traindoc" else []),
         "meanings": list(MEANINGS),
     }
     key = _figure_key(ld, status, smoothing, log_y)
     figures = _figures_json(ld, key, smoothing, log_y)
-    light = json.dumps(out, allow_nan=False, default=str)
+    light = json.dumps(jsonable(out), allow_nan=False)
     etag = hashlib.sha1((key + light).encode()).hexdigest()[:20]
     return light[:-1] + ',"figures":' + figures + "}", etag
 
 
+def jsonable(v):
+    """`v` as strict JSON can hold it: NaN and infinities (a config may hold them) as text,
+    numpy numbers as numbers, anything else unknown as its text."""
+    if isinstance(v, dict):
+        return {str(k): jsonable(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [jsonable(x) for x in v]
+    if isinstance(v, (bool, str)) or v is None:
+        return v
+    if isinstance(v, numbers.Integral):
+        return int(v)
+    if isinstance(v, numbers.Real):
+        return float(v) if math.isfinite(v) else str(float(v))
+    return str(v)
+
+
 def _done(out: dict) -> tuple[str, str]:
-    text = json.dumps(out, allow_nan=False, default=str)
+    text = json.dumps(out, allow_nan=False)
     return text, hashlib.sha1(text.encode()).hexdigest()[:20]
 
 

@@ -24,7 +24,7 @@
   function clear(node) { while (node.firstChild) node.removeChild(node.firstChild); }
 
   function ago(ts) {
-    if (typeof ts !== "number" || !isFinite(ts)) return "-";
+    if (typeof ts !== "number" || !isFinite(ts) || ts <= 0) return "-";
     const d = Math.max(0, Date.now() / 1000 - ts);
     for (const [unit, size] of [["d", 86400], ["h", 3600], ["min", 60]]) {
       if (d >= size) return Math.round(d / size) + " " + unit + " ago";
