@@ -163,6 +163,8 @@ def test_compare_page(runs_root):
     table = at.dataframe[0].value
     assert set(table["run"]) == {"overfit-mlp-adam", "healthy-mlp-sgd"}
     assert {"lr", "best val acc"} <= set(table.columns)
+    (links,) = [m.value for m in at.markdown if m.value.startswith("Open: ")]
+    assert 'href="run?run=overfit-mlp-adam"' in links and 'href="run?run=healthy-mlp-sgd"' in links
     at.selectbox(key="cmp-x").set_value("lr").run()
     assert not at.exception
 

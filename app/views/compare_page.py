@@ -11,7 +11,7 @@ from traindoc.rules import together
 
 from .. import charts
 from ..data import discover, root_dir
-from .common import md, store
+from .common import md, run_link, store
 
 
 def _flat(config: dict, prefix: str = "") -> dict:
@@ -69,6 +69,7 @@ def render() -> None:
     table = pd.DataFrame([{"run": r.name, **_flat(r.meta.get("config") or {}), **_metrics(r)} for r in good])
     st.subheader("Hyperparameters and results")
     st.dataframe(table, hide_index=True, key="cmp-table")
+    st.markdown("Open: " + " · ".join(run_link(n) for n in chosen), unsafe_allow_html=True)
     numeric = [c for c in table.columns if c not in ("run",) and c not in _METRICS
                and pd.to_numeric(table[c], errors="coerce").notna().sum() >= 2]
     st.subheader("Metric against a hyperparameter")
