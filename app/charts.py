@@ -18,7 +18,7 @@ from traindoc.rules.base import DEFAULT as THRESHOLDS
 from traindoc.rules.curves import lr_cuts, written_on_change
 from traindoc.windows import window_stats
 
-from .thin import ema, thin
+from .thin import ema, in_window, thin
 
 MAX_POINTS = 4000  # per trace, after min/max thinning
 COLORS = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#17becf", "#8c564b", "#e377c2"]
@@ -126,6 +126,7 @@ def accuracy_figure(run: RunSeries, findings: list, smoothing: float = 0.6) -> g
         _line(fig, ta.index, ta.to_numpy(), "train acc (raw)", COLORS[0], width=1, opacity=0.3)
         smooth = ema(ta.to_numpy(), smoothing)
         _line(fig, ta.index, smooth, "train acc", COLORS[0])
+    va = va.iloc[in_window(va.index.to_numpy())]  # a zoomed view: its own range only
     if len(va):
         if len(ta):  # shade the gap: train accuracy at the validation steps, then fill to validation
             at_val = np.interp(va.index.to_numpy(dtype=float), ta.index.to_numpy(dtype=float), smooth)
@@ -202,6 +203,7 @@ def ratio_figure(run: RunSeries, findings: list, band: tuple | None = None) -> g
             _line(fig, s.index, np.where(np.isfinite(y), y, np.nan), name, COLORS[i % len(COLORS)], width=width)
     else:
         frame = pd.DataFrame({k.removeprefix(fmt.RATIO_PREFIX): run.get(k) for k in keys})
+        frame = frame.iloc[in_window(frame.index.to_numpy())]
         if len(frame) > 600:  # bucket the time axis: heatmaps need no min/max, the mean is drawn
             groups = np.arange(len(frame)) * 600 // len(frame)
             frame = frame.groupby(groups).agg("mean").set_index(frame.index.to_series().groupby(groups).max())

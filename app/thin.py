@@ -1,13 +1,44 @@
 """Smoothing and thinning for the browser. The rules never see these: they get full series.
 
 Smoothing happens on the full series first; thinning then keeps the min and the max of
-each bucket (so spikes survive) and always the first and last points.
+each bucket (so spikes survive) and always the first and last points. Inside `window(x0, x1)`
+thinning keeps only the steps in [x0, x1] (and one point either side, so lines run to the
+edges): a zoomed chart gets its points from that range alone, as fine as the full view's.
 """
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
+
 import numpy as np
 import pandas as pd
+
+_WINDOW: contextvars.ContextVar[tuple[float, float] | None] = contextvars.ContextVar("window", default=None)
+
+
+@contextlib.contextmanager
+def window(x0: float | None, x1: float | None):
+    """Figures built inside this block show steps x0..x1 only (None: every step)."""
+    token = _WINDOW.set((x0, x1) if x0 is not None and x1 is not None and x0 < x1 else None)
+    try:
+        yield
+    finally:
+        _WINDOW.reset(token)
+
+
+def current_window() -> tuple[float, float] | None:
+    return _WINDOW.get()
+
+
+def in_window(x: np.ndarray) -> slice:
+    """The slice of sorted steps `x` that the current window shows, one point either side."""
+    w = _WINDOW.get()
+    if w is None or len(x) == 0:
+        return slice(None)
+    lo = max(0, int(np.searchsorted(x, w[0], side="left")) - 1)
+    hi = min(len(x), int(np.searchsorted(x, w[1], side="right")) + 1)
+    return slice(lo, hi)
 
 
 def ema(values: np.ndarray, weight: float) -> np.ndarray:
@@ -49,6 +80,9 @@ def minmax_indices(y: np.ndarray, max_points: int) -> np.ndarray:
 
 
 def thin(x: np.ndarray, y: np.ndarray, max_points: int) -> tuple[np.ndarray, np.ndarray]:
-    """(x, y) reduced to about `max_points` points with min/max buckets."""
+    """(x, y) reduced to about `max_points` points with min/max buckets (in the current window)."""
+    x, y = np.asarray(x), np.asarray(y)
+    part = in_window(x)
+    x, y = x[part], y[part]
     idx = minmax_indices(np.asarray(y, dtype=float), max_points)
-    return np.asarray(x)[idx], np.asarray(y)[idx]
+    return x[idx], y[idx]

@@ -252,3 +252,46 @@ def test_a_run_page_opened_before_the_run_exists_shows_it_when_it_appears(page, 
     wait_for_charts(page, 4, timeout_ms=20000)
     assert page.get_by_role("heading", name="soon").is_visible()
     assert page.get_by_text("No problems found by the diagnostics.").is_visible()
+
+
+def test_zooming_shows_the_range_at_full_resolution(page, site, tmp_path):
+    """A 400,000-point run: the whole-run view holds 4,000 min/max points per trace. Dragging a
+    zoom box on the loss chart shows that step range on every chart, rebuilt from the range's own
+    points (here: every one of them), keeps it in the link, and a double click goes back."""
+    from benchmarks.synth import write_run
+    from traindoc import format as fmt
+    from traindoc.reader import read_run
+
+    server, root = site
+    write_run(str(root / "big"), 400_000)
+    steps = read_run(str(root / "big")).get(fmt.LOSS_WINDOW + "/mean").index.to_numpy()
+    page.goto(server.url + "/run?run=big")
+    wait_for_charts(page, 4)
+    count = ("([a, b]) => { const d = document.querySelector('.js-plotly-plot'); const t = d._fullData.find("
+             "t => t.name === 'train loss (raw)'); let n = 0; for (const x of t.x) if (x >= a && x <= b) n++; return n; }")
+    ranges = "() => Array.from(document.querySelectorAll('.js-plotly-plot')).map(d => d.layout.xaxis.range)"
+    box = page.locator(".js-plotly-plot .nsewdrag").first.bounding_box()
+    page.mouse.move(box["x"] + box["width"] * 0.40, box["y"] + box["height"] * 0.5)
+    page.mouse.down()
+    page.mouse.move(box["x"] + box["width"] * 0.45, box["y"] + box["height"] * 0.5, steps=5)
+    page.mouse.up()
+    page.wait_for_url(re.compile(r".*x0=[\d.]+&x1=[\d.]+"))
+    q = dict(p.split("=") for p in page.url.split("?")[1].split("&"))
+    a, b = float(q["x0"]), float(q["x1"])
+    every = int(((steps >= a) & (steps <= b)).sum())
+    assert every > 4 * 200  # the whole view gave this 5% of the run about 4,000 * 5% = 200 points
+    deadline = time.time() + 20
+    while page.evaluate(count, [a, b]) < every and time.time() < deadline:
+        time.sleep(0.2)
+    assert page.evaluate(count, [a, b]) == every  # all of them, none thinned away
+    assert all(r is not None and abs(r[0] - a) < 1 and abs(r[1] - b) < 1 for r in page.evaluate(ranges))
+    page.screenshot(path=str(tmp_path / "zoomed.png"), full_page=True)
+    page.reload()  # the link keeps the range
+    wait_for_charts(page, 4)
+    assert page.evaluate(count, [a, b]) == every
+    page.locator(".js-plotly-plot .nsewdrag").first.dblclick()
+    page.wait_for_url(lambda url: "x0=" not in url)
+    deadline = time.time() + 20
+    while page.evaluate(count, [a, b]) >= every and time.time() < deadline:
+        time.sleep(0.2)
+    assert page.evaluate(count, [a, b]) < every / 2  # back to the whole run's thinned view

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 
 import plotly
@@ -41,14 +42,25 @@ def clamp_smoothing(value) -> float:
     return min(0.99, max(0.0, v)) if v == v else 0.6
 
 
-def view(name: str | None, smoothing: float = 0.6, log_y: bool = False) -> tuple[str, str]:
+def steps_range(x0, x1) -> tuple[float, float] | None:
+    """The step range of a zoomed view from the URL's x0 and x1 (None unless both are finite
+    numbers, in order)."""
+    try:
+        a, b = float(x0), float(x1)
+    except (TypeError, ValueError):
+        return None
+    return (a, b) if math.isfinite(a) and math.isfinite(b) and a < b else None
+
+
+def view(name: str | None, smoothing: float = 0.6, log_y: bool = False,
+         steps: tuple[float, float] | None = None) -> tuple[str, str]:
     """(JSON of everything the page shows for run `name`, its ETag): see build.view."""
     from . import build
 
-    return build.view(name, smoothing, log_y)
+    return build.view(name, smoothing, log_y, steps)
 
 
-def page_parts(name: str | None, smoothing: float, log_y: bool):
+def page_parts(name: str | None, smoothing: float, log_y: bool, steps: tuple[float, float] | None = None):
     """The page in two pieces: its head at once (the browser fetches plotly.js meanwhile,
     or takes it from its cache), then the run's view inline and the script that draws it."""
     with open(os.path.join(HERE, "page.html"), encoding="utf-8") as f:
@@ -61,15 +73,16 @@ def page_parts(name: str | None, smoothing: float, log_y: bool):
     head, tail = template.split(DATA_MARK, 1)
     yield head
     try:
-        data, _ = view(name, smoothing, log_y)
+        data, _ = view(name, smoothing, log_y, steps)
     except Exception as exc:  # noqa: BLE001 - the page is already on its way: say what broke in it
         data = json.dumps({"state": "error", "name": name, "error": f"{type(exc).__name__}: {exc}"})
     safe = data.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
     yield DATA_MARK + tail.replace("{{data}}", safe)
 
 
-def page_html(name: str | None, smoothing: float = 0.6, log_y: bool = False) -> str:
-    return "".join(page_parts(name, smoothing, log_y))
+def page_html(name: str | None, smoothing: float = 0.6, log_y: bool = False,
+              steps: tuple[float, float] | None = None) -> str:
+    return "".join(page_parts(name, smoothing, log_y, steps))
 
 
 def routes() -> list:
@@ -79,9 +92,10 @@ def routes() -> list:
     from starlette.responses import FileResponse, JSONResponse, Response, StreamingResponse
     from starlette.routing import Route
 
-    def settings(request: Request) -> tuple[str | None, float, bool]:
+    def settings(request: Request) -> tuple:
         q = request.query_params
-        return q.get("run") or None, clamp_smoothing(q.get("smoothing", 0.6)), q.get("log") in ("1", "true")
+        return (q.get("run") or None, clamp_smoothing(q.get("smoothing", 0.6)), q.get("log") in ("1", "true"),
+                steps_range(q.get("x0"), q.get("x1")))
 
     def run_page(request: Request) -> Response:
         return StreamingResponse(page_parts(*settings(request)), media_type="text/html; charset=utf-8",

@@ -16,6 +16,7 @@ from traindoc import format as fmt
 from traindoc.tb.mapping import MEANINGS, save_overrides
 
 from .. import charts
+from ..thin import window
 from ..data import Loaded, discover, not_diagnosed_text, root_dir, shared_store, status_of, with_siblings
 
 MAX_CUSTOM = 24  # custom scalars drawn on one page
@@ -44,29 +45,32 @@ def _findings(findings: list) -> list[dict]:
             for f in findings]
 
 
-def _figure_key(ld: Loaded, status: str, smoothing: float, log_y: bool) -> str:
+def _figure_key(ld: Loaded, status: str, smoothing: float, log_y: bool, steps) -> str:
     """What the figures depend on: the run's data (the store makes a new Loaded, with a new
     version, only when new bytes were read or the run was read afresh), the findings drawn on
-    them, and the view settings."""
+    them, and the view settings (smoothing, scale, the steps shown)."""
     marks = [(f.rule, f.severity, tuple(f.steps)) for f in ld.findings or []]
-    raw = repr((ld.path, ld.version, ld.records, status, round(smoothing, 2), log_y, marks))
+    raw = repr((ld.path, ld.version, ld.records, status, round(smoothing, 2), log_y, steps, marks))
     return hashlib.sha1(raw.encode()).hexdigest()
 
 
-def _figures_json(ld: Loaded, key: str, smoothing: float, log_y: bool) -> str:
-    """JSON of {charts: [[id, figure]], custom: [[tag, figure]]}, built once per key."""
+def _figures_json(ld: Loaded, key: str, smoothing: float, log_y: bool, steps) -> str:
+    """JSON of {charts: [[id, figure]], custom: [[tag, figure]]}, built once per key. With
+    `steps` (first, last), every chart holds only that range, thinned as finely as a full view."""
     with _cache_lock:
         if key in _cache:
             _cache.move_to_end(key)
             return _cache[key]
     run, findings = ld.series, ld.findings or []
-    built = [("loss", charts.loss_figure(run, findings, smoothing, log_y)),
-             ("acc", charts.accuracy_figure(run, findings, smoothing)),
-             ("lr", charts.lr_figure(run, findings)),
-             ("ratio", charts.ratio_figure(run, findings))]
+    with window(*(steps or (None, None))):
+        built = [("loss", charts.loss_figure(run, findings, smoothing, log_y)),
+                 ("acc", charts.accuracy_figure(run, findings, smoothing)),
+                 ("lr", charts.lr_figure(run, findings)),
+                 ("ratio", charts.ratio_figure(run, findings))]
+        custom = [(k[len(fmt.CUSTOM_PREFIX):], charts.custom_figure(run, k, smoothing))
+                  for k in run.with_prefix(fmt.CUSTOM_PREFIX)[:MAX_CUSTOM]]
     parts = [f'["{k}",{fig.to_json()}]' for k, fig in built if fig is not None]
-    custom = [f'[{json.dumps(k[len(fmt.CUSTOM_PREFIX):])},{charts.custom_figure(run, k, smoothing).to_json()}]'
-              for k in run.with_prefix(fmt.CUSTOM_PREFIX)[:MAX_CUSTOM]]
+    custom = [f"[{json.dumps(k)},{fig.to_json()}]" for k, fig in custom]
     text = '{"charts":[' + ",".join(parts) + '],"custom":[' + ",".join(custom) + "]}"
     with _cache_lock:
         _cache[key] = text
@@ -75,9 +79,11 @@ def _figures_json(ld: Loaded, key: str, smoothing: float, log_y: bool) -> str:
     return text
 
 
-def view(name: str | None, smoothing: float = 0.6, log_y: bool = False) -> tuple[str, str]:
-    """(JSON of everything the page shows for run `name`, its ETag). `name` is only ever
-    looked up among the runs found under ROOT, never joined onto a path."""
+def view(name: str | None, smoothing: float = 0.6, log_y: bool = False,
+         steps: tuple[float, float] | None = None) -> tuple[str, str]:
+    """(JSON of everything the page shows for run `name`, its ETag); `steps`: the step range
+    the charts are zoomed to (None: the whole run). `name` is only ever looked up among the
+    runs found under ROOT, never joined onto a path."""
     root = root_dir()
     runs = discover(root)
     if not name:
@@ -102,13 +108,14 @@ def view(name: str | None, smoothing: float = 0.6, log_y: bool = False) -> tuple
         "not_diagnosed": None if ld.diagnosed else not_diagnosed_text(ld),
         "skipped": [s["rule"] for s in ld.skipped or []], "findings": _findings(ld.findings or []),
         "has_series": bool(run.keys), "smoothing": smoothing, "log_y": log_y,
+        "steps": list(steps) if steps else None,
         "meta": meta,
         "mappable": ([k[len(fmt.CUSTOM_PREFIX):] for k in run.with_prefix(fmt.CUSTOM_PREFIX)][:MAX_TAGS]
                      if source != "traindoc" else []),
         "meanings": list(MEANINGS),
     }
-    key = _figure_key(ld, status, smoothing, log_y)
-    figures = _figures_json(ld, key, smoothing, log_y)
+    key = _figure_key(ld, status, smoothing, log_y, steps)
+    figures = _figures_json(ld, key, smoothing, log_y, steps)
     light = json.dumps(jsonable(out), allow_nan=False)
     etag = hashlib.sha1((key + light).encode()).hexdigest()[:20]
     return light[:-1] + ',"figures":' + figures + "}", etag

@@ -8,6 +8,7 @@
   const WAIT_POLL_MS = 2000;
   const config = Object.assign({ responsive: true }, window.TRAINDOC_CONFIG || {});
   const state = { view: JSON.parse(document.getElementById("view").textContent), etag: null, timer: null };
+  state.steps = state.view.steps || null;
   const $ = (id) => document.getElementById(id);
 
   function el(tag, attrs, ...children) {
@@ -36,15 +37,38 @@
     return { smoothing: Number($("smoothing").value), log: $("log-y").checked };
   }
 
-  function apiUrl() {
+  function query() {
     const q = new URLSearchParams();
     if (state.view.name) q.set("run", state.view.name);
     if (state.view.state === "run") {
       const s = settings();
       q.set("smoothing", s.smoothing.toFixed(2));
       if (s.log) q.set("log", "1");
+      if (state.steps) { q.set("x0", String(state.steps[0])); q.set("x1", String(state.steps[1])); }
     }
-    return "api/run?" + q.toString();
+    return q;
+  }
+
+  function apiUrl() { return "api/run?" + query().toString(); }
+
+  function keepInLink() { history.replaceState(null, "", "?" + query().toString()); }
+
+  // Zooming the step axis of any chart shows that range on every chart, rebuilt by the server
+  // from the range's own points (as fine as the whole run's view); a double click goes back.
+  function onRelayout(ev) {
+    let next;
+    if (ev["xaxis.range[0]"] !== undefined) next = [ev["xaxis.range[0]"], ev["xaxis.range[1]"]];
+    else if (Array.isArray(ev["xaxis.range"])) next = ev["xaxis.range"];
+    else if (ev["xaxis.autorange"]) next = null;
+    else return; // the y axis alone, the legend, ...
+    if (next) {
+      next = next.map((x) => Math.round(Number(x) * 100) / 100);
+      if (!(isFinite(next[0]) && isFinite(next[1]) && next[0] < next[1])) return;
+    }
+    if (JSON.stringify(next) === JSON.stringify(state.steps)) return;
+    state.steps = next;
+    keepInLink();
+    refresh(true);
   }
 
   function facts(v) {
@@ -92,7 +116,9 @@
         container.append(div);
       }
       if (container.children[i] !== div) container.insertBefore(div, container.children[i]);
+      if (state.steps) fig.layout.xaxis = Object.assign({}, fig.layout.xaxis, { range: state.steps, autorange: false });
       Plotly.react(div, fig.data, fig.layout, config);
+      if (!div.dataset.hooked) { div.on("plotly_relayout", onRelayout); div.dataset.hooked = "1"; }
     });
   }
 
@@ -198,12 +224,15 @@
 
   async function refresh(force) {
     const before = state.view.state;
+    const mine = (state.seq = (state.seq || 0) + 1); // only the newest request's answer is drawn
     try {
       const r = await fetch(apiUrl(), { headers: force || !state.etag ? {} : { "If-None-Match": state.etag } });
+      if (mine !== state.seq) return;
       if (r.status === 304) return schedule(before === "run" ? LIVE_POLL_MS : WAIT_POLL_MS);
       if (!r.ok) throw new Error("HTTP " + r.status);
       state.etag = r.headers.get("ETag");
       const v = await r.json();
+      if (mine !== state.seq) return;
       if (v.state !== before && before !== "run") { location.reload(); return; } // it appeared: draw it whole
       render(v);
     } catch (e) {
@@ -212,12 +241,8 @@
   }
 
   function onSettings() {
-    const s = settings();
-    $("smoothing-value").textContent = s.smoothing.toFixed(2);
-    const q = new URLSearchParams(location.search);
-    q.set("smoothing", s.smoothing.toFixed(2));
-    if (s.log) q.set("log", "1"); else q.delete("log");
-    history.replaceState(null, "", "?" + q.toString());
+    $("smoothing-value").textContent = settings().smoothing.toFixed(2);
+    keepInLink();
     refresh(true);
   }
 
