@@ -151,17 +151,17 @@ def shared_catalog(root: str):
         return _CATALOGS[root]
 
 
-def with_siblings(name: str, path: str, runs: dict[str, str]) -> Loaded:
-    """The run as loaded, with the findings the run catalog gives it: its own and what the runs
-    in its folder add (sweeps, the task's ceiling). The catalog reads only what changed; a run
-    alone in its folder (`runs`: every run under ROOT) has no siblings, and skips it."""
+def with_siblings(root: str, name: str, path: str, runs: dict[str, str]) -> Loaded:
+    """The run as loaded, with the findings the run catalog of `root` gives it: its own and what
+    the runs in its folder add (sweeps, the task's ceiling). The catalog reads only what changed;
+    a run alone in its folder (`runs`: every run under ROOT) has no siblings, and skips it."""
     ld = shared_store().load(name, path)
     if ld.error:
         return ld
     folder = os.path.dirname(os.path.normpath(path))
     if sum(os.path.dirname(os.path.normpath(p)) == folder for p in runs.values()) < 2:
         return ld
-    cat = shared_catalog(root_dir())
+    cat = shared_catalog(root)
     cat.refresh()
     final = cat.findings_of(name)
     return ld if final is None else replace(ld, findings=final)

@@ -1,7 +1,7 @@
 """Smoothing and thinning for the browser. The rules never see these: they get full series.
 
 Smoothing happens on the full series first; thinning then keeps the min and the max of
-each bucket (so spikes survive) and always the first and last points. Inside `window(x0, x1)`
+each bucket (so spikes survive) and always the first and last points. Inside `window((x0, x1))`
 thinning keeps only the steps in [x0, x1] (and one point either side, so lines run to the
 edges): a zoomed chart gets its points from that range alone, as fine as the full view's.
 """
@@ -18,17 +18,13 @@ _WINDOW: contextvars.ContextVar[tuple[float, float] | None] = contextvars.Contex
 
 
 @contextlib.contextmanager
-def window(x0: float | None, x1: float | None):
-    """Figures built inside this block show steps x0..x1 only (None: every step)."""
-    token = _WINDOW.set((x0, x1) if x0 is not None and x1 is not None and x0 < x1 else None)
+def window(steps: tuple[float, float] | None):
+    """Figures built inside this block show steps (first, last) only (None: every step)."""
+    token = _WINDOW.set(steps)
     try:
         yield
     finally:
         _WINDOW.reset(token)
-
-
-def current_window() -> tuple[float, float] | None:
-    return _WINDOW.get()
 
 
 def in_window(x: np.ndarray) -> slice:

@@ -28,12 +28,11 @@ import sys
 import tempfile
 import threading
 import time
-import urllib.request
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from benchmarks.synth import series_for, write_run  # noqa: E402
-from tests.browser import ROOT, Server, free_port, launch  # noqa: E402
+from tests.browser import ROOT, Server, free_port, launch, wait_for_http  # noqa: E402
 
 
 DRAWN = "(n) => document.querySelectorAll('.js-plotly-plot').length >= n && document.querySelectorAll('.js-plotly-plot g.trace').length > 0"
@@ -129,14 +128,7 @@ def streamlit_baseline(page, tmp: str, root: str) -> float:
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         url = f"http://127.0.0.1:{port}/"
-        deadline = time.time() + 60
-        while True:
-            try:
-                urllib.request.urlopen(url + "_stcore/health", timeout=1)
-                break
-            except OSError:
-                assert time.time() < deadline, "streamlit did not start"
-                time.sleep(0.1)
+        wait_for_http(url + "_stcore/health", proc)
         traindoc_open(page, url)
         return statistics.median(traindoc_open(page, url) for _ in range(5))
     finally:
@@ -169,12 +161,7 @@ def tensorboard_times(page, logdir: str) -> tuple[float, float]:
              "line-chart svg path');"
              " return cards.length >= 4 && lines.length >= 4; }")
     try:
-        while True:
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=1)
-                break
-            except OSError:
-                time.sleep(0.1)
+        wait_for_http(f"http://127.0.0.1:{port}/", proc, timeout=300)
         page.goto(url)
         while True:  # TensorBoard loads the event files in the background; reload until the tags are in
             try:

@@ -33,6 +33,23 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def wait_for_http(url: str, proc=None, timeout: float = 60.0, log_path: str | None = None) -> None:
+    """Poll `url` until it answers 200. Raises RuntimeError (with the tail of `log_path`) when
+    `timeout` seconds pass or the server process `proc` exits first."""
+    deadline = time.time() + timeout
+    while True:
+        try:
+            with urllib.request.urlopen(url, timeout=1) as r:
+                if r.status == 200:
+                    return
+        except OSError:
+            pass
+        if time.time() > deadline or (proc is not None and proc.poll() is not None):
+            tail = open(log_path, errors="replace").read()[-2000:] if log_path and os.path.exists(log_path) else ""
+            raise RuntimeError(f"{url} did not answer" + (f"; {log_path} ends with:\n{tail}" if log_path else ""))
+        time.sleep(0.1)
+
+
 class Server:
     """`traindoc serve ROOT` in a subprocess, on a free loopback port."""
 
@@ -43,16 +60,11 @@ class Server:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "traindoc.cli", "serve", root, "--headless", "--port", str(self.port)],
             cwd=ROOT, stdout=self.log, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONPATH": ROOT})
-        deadline = time.time() + 60
-        while time.time() < deadline:
-            try:
-                with urllib.request.urlopen(self.url + "/_stcore/health", timeout=1) as r:
-                    if r.status == 200:
-                        return
-            except OSError:
-                time.sleep(0.2)
-        self.stop()
-        raise RuntimeError(f"traindoc serve did not start; see {log_path}")
+        try:
+            wait_for_http(self.url + "/_stcore/health", self.proc, log_path=log_path)
+        except RuntimeError:
+            self.stop()
+            raise
 
     def stop(self) -> None:
         self.proc.terminate()

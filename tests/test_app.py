@@ -125,13 +125,13 @@ def test_run_view_is_kept_until_the_run_changes(runs_root):
     assert etag != first[1] and json.loads(text)["status"] == "crashed"
 
 
-def test_diverged_run_shows_an_error_box(runs_root):
+def test_diverged_run_is_an_error_finding(runs_root):
     v = view("lr-high-cnn-adam")
     assert any(f["rule"] == "lr_too_high" and f["severity"] == "error" and "diverged = True" in f["evidence"]
                for f in v["findings"])
 
 
-def test_healthy_run_says_so(runs_root):
+def test_healthy_run_is_diagnosed_with_no_findings(runs_root):
     v = view("healthy-mlp-sgd")
     assert v["diagnosed"] and v["findings"] == []
 

@@ -10,13 +10,11 @@ import subprocess
 import sys
 import sysconfig
 import textwrap
-import time
-import urllib.request
 import zipfile
 
 import pytest
 
-from tests.browser import ROOT, free_port, launch, require_chromium, wait_for_charts
+from tests.browser import ROOT, free_port, launch, require_chromium, wait_for_charts, wait_for_http
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -101,14 +99,7 @@ def test_installed_wheel_serves_a_live_chart(installed, tmp_path):
     try:
         assert trainer.stdout.readline().strip().startswith(site)  # the installed collector
         url = f"http://127.0.0.1:{port}"
-        deadline = time.time() + 60
-        while True:
-            try:
-                urllib.request.urlopen(url + "/_stcore/health", timeout=1)
-                break
-            except OSError:
-                assert time.time() < deadline and server.poll() is None, (tmp_path / "serve.log").read_text()[-2000:]
-                time.sleep(0.3)
+        wait_for_http(url + "/_stcore/health", server, log_path=str(tmp_path / "serve.log"))
         with sync_playwright() as pw:
             browser = launch(pw)
             page = browser.new_page(viewport={"width": 1400, "height": 1000})

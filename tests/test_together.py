@@ -14,7 +14,7 @@ import pytest
 
 from traindoc import collector
 from traindoc.reader import RunSeries
-from traindoc.rules import DEFAULT, diagnose_run, diagnose_runs, run_rules
+from traindoc.rules import diagnose_run, diagnose_runs, run_rules
 from traindoc.rules.sweep import find_sweeps
 
 from tests.test_rules import rules_fired, run_of, windows

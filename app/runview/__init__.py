@@ -14,6 +14,7 @@ script puts in the DOM with textContent only; figure strings are escaped by app/
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import math
@@ -60,9 +61,9 @@ def view(name: str | None, smoothing: float = 0.6, log_y: bool = False,
     return build.view(name, smoothing, log_y, steps)
 
 
-def page_parts(name: str | None, smoothing: float, log_y: bool, steps: tuple[float, float] | None = None):
-    """The page in two pieces: its head at once (the browser fetches plotly.js meanwhile,
-    or takes it from its cache), then the run's view inline and the script that draws it."""
+@functools.cache
+def _template() -> tuple[str, str]:
+    """The page around the run's data, split where the data goes (read once per process)."""
     with open(os.path.join(HERE, "page.html"), encoding="utf-8") as f:
         template = f.read()
     template = (template.replace("{{plotly}}", f"assets/plotly-{plotly.__version__}.min.js")
@@ -71,6 +72,13 @@ def page_parts(name: str | None, smoothing: float, log_y: bool, steps: tuple[flo
                 .replace("{{config}}", json.dumps(CONFIG))
                 .replace("{{poll_ms}}", str(int(LIVE_REFRESH_SECS * 1000))))
     head, tail = template.split(DATA_MARK, 1)
+    return head, tail
+
+
+def page_parts(name: str | None, smoothing: float, log_y: bool, steps: tuple[float, float] | None = None):
+    """The page in two pieces: its head at once (the browser fetches plotly.js meanwhile,
+    or takes it from its cache), then the run's view inline and the script that draws it."""
+    head, tail = _template()
     yield head
     try:
         data, _ = view(name, smoothing, log_y, steps)
@@ -78,11 +86,6 @@ def page_parts(name: str | None, smoothing: float, log_y: bool, steps: tuple[flo
         data = json.dumps({"state": "error", "name": name, "error": f"{type(exc).__name__}: {exc}"})
     safe = data.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
     yield DATA_MARK + tail.replace("{{data}}", safe)
-
-
-def page_html(name: str | None, smoothing: float = 0.6, log_y: bool = False,
-              steps: tuple[float, float] | None = None) -> str:
-    return "".join(page_parts(name, smoothing, log_y, steps))
 
 
 def routes() -> list:

@@ -46,11 +46,11 @@ def _findings(findings: list) -> list[dict]:
 
 
 def _figure_key(ld: Loaded, status: str, smoothing: float, log_y: bool, steps) -> str:
-    """What the figures depend on: the run's data (the store makes a new Loaded, with a new
-    version, only when new bytes were read or the run was read afresh), the findings drawn on
-    them, and the view settings (smoothing, scale, the steps shown)."""
+    """What the figures depend on: the run's data (the store makes a new Loaded, with a version
+    no other has, only when new bytes were read or the run was read afresh), the findings drawn
+    on them, and the view settings (smoothing, scale, the steps shown)."""
     marks = [(f.rule, f.severity, tuple(f.steps)) for f in ld.findings or []]
-    raw = repr((ld.path, ld.version, ld.records, status, round(smoothing, 2), log_y, steps, marks))
+    raw = repr((ld.version, status, round(smoothing, 2), log_y, steps, marks))
     return hashlib.sha1(raw.encode()).hexdigest()
 
 
@@ -62,7 +62,7 @@ def _figures_json(ld: Loaded, key: str, smoothing: float, log_y: bool, steps) ->
             _cache.move_to_end(key)
             return _cache[key]
     run, findings = ld.series, ld.findings or []
-    with window(*(steps or (None, None))):
+    with window(steps):
         built = [("loss", charts.loss_figure(run, findings, smoothing, log_y)),
                  ("acc", charts.accuracy_figure(run, findings, smoothing)),
                  ("lr", charts.lr_figure(run, findings)),
@@ -93,7 +93,7 @@ def view(name: str | None, smoothing: float = 0.6, log_y: bool = False,
     if name not in runs:
         return _done({"state": "missing", "name": name})
     path = runs[name]
-    ld = with_siblings(name, path, runs)
+    ld = with_siblings(root, name, path, runs)
     if ld.error:
         return _done({"state": "error", "name": name, "error": ld.error})
     run = ld.series
@@ -154,16 +154,15 @@ def save_mapping(name: str, chosen: dict, ignored: list) -> str:
     if ld.error:
         raise ValueError(ld.error)
     tags = {k[len(fmt.CUSTOM_PREFIX):] for k in ld.series.with_prefix(fmt.CUSTOM_PREFIX)}
-    table = MEANINGS
     if not isinstance(chosen, dict) or not isinstance(ignored, list):
         raise ValueError("expected {map: {tag: meaning}, ignore: [tag]}")
-    bad = [t for t in [*chosen, *ignored] if t not in tags] + [m for m in chosen.values() if m not in table]
+    bad = [t for t in [*chosen, *ignored] if t not in tags] + [m for m in chosen.values() if m not in MEANINGS]
     if bad:
         raise ValueError(f"unknown tags or meanings: {', '.join(map(str, bad[:5]))}")
     if not chosen and not ignored:
         raise ValueError("nothing chosen")
     folder = path if os.path.isdir(path) else os.path.dirname(path)
-    saved = save_overrides(folder, {t: table[m] for t, m in chosen.items()}, ignored)
+    saved = save_overrides(folder, {t: MEANINGS[m] for t, m in chosen.items()}, ignored)
     shared_store().forget(path)
     return os.path.basename(saved)
 

@@ -8,21 +8,10 @@ import re
 import time
 from urllib.parse import quote
 
-from traindoc.catalog import Catalog
-
-from ..data import RunStore, shared_catalog, shared_store
+from ..data import shared_catalog as catalog  # noqa: F401 - one catalog per root, shared by every session
+from ..data import shared_store as store  # noqa: F401 - one store for all sessions: readers are shared
 
 _MD_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|<>~$:])")
-
-
-def store() -> RunStore:
-    """One store for all sessions: readers are incremental and shared."""
-    return shared_store()
-
-
-def catalog(root: str) -> Catalog:
-    """One run catalog per root, shared by every session (it serialises its own refreshes)."""
-    return shared_catalog(root)
 
 
 def md(text) -> str:

@@ -12,6 +12,7 @@ import pandas as pd
 import streamlit as st
 
 from traindoc.catalog import Catalog
+from traindoc.rules import curve_gaps
 
 from ..data import STALE_SECS, root_dir, status_of
 from ..nav import pages
@@ -55,7 +56,7 @@ def _problem(r: dict) -> str | None:
     if r["error"]:
         return f"**{md(r['name'])}** cannot be shown: {md(r['error'])}"
     if not r["diagnosed"]:
-        lacks = list(dict.fromkeys(m for s in r["skipped"] for m in s["missing"]))
+        lacks = curve_gaps(r["skipped"])
         return (f"**{md(r['name'])}** was read but not diagnosed: missing {md(', '.join(lacks))}; found: "
                 f"{md(', '.join(r['found']) or 'no series')}")
     return None
