@@ -15,7 +15,7 @@ import plotly.graph_objects as go
 from traindoc import format as fmt
 from traindoc.reader import RunSeries
 from traindoc.rules.base import DEFAULT as THRESHOLDS
-from traindoc.rules.curves import lr_cuts, written_on_change
+from traindoc.rules.curves import ROLLING_WINDOWS, lr_cuts, written_on_change
 from traindoc.windows import window_stats
 
 from .thin import ema, in_window, thin
@@ -81,6 +81,8 @@ def loss_frame(run: RunSeries) -> pd.DataFrame | None:
         return pd.DataFrame({"mean": m, "std": np.sqrt(var.clip(lower=0))})
     if run.has(fmt.LOSS_RAW):
         raw = run.get(fmt.LOSS_RAW)
+        if len(raw) < 2 * ROLLING_WINDOWS:  # per-epoch logs: drawn point by point, as the rules judge them
+            return pd.DataFrame({"mean": raw.to_numpy(dtype=float), "std": np.nan}, index=raw.index)
         width = max(1, len(raw) // min(2000, max(1, len(raw) // 5)))
         last, st = window_stats(raw.to_numpy(dtype=float), width)
         return pd.DataFrame({"mean": st["mean"], "std": np.sqrt(st["var"])},

@@ -175,7 +175,8 @@ def not_diagnosed_text(ld: Loaded) -> str:
 
 
 def status_of(meta: dict, now: float | None = None) -> str:
-    """live, finished, crashed or stale."""
+    """live, finished, crashed or stale (a collector run that stopped writing without closing); a
+    log of another tool that stopped growing is "ended" or "no end marker", as its reader says."""
     status = meta.get("status")
     if status == fmt.STATUS_RUNNING:
         try:
@@ -183,4 +184,4 @@ def status_of(meta: dict, now: float | None = None) -> str:
         except (TypeError, ValueError):
             updated = 0.0  # not a time: nothing says the run is alive
         return "live" if (now or time.time()) - updated < STALE_SECS else "stale"
-    return status if status in (fmt.STATUS_FINISHED, fmt.STATUS_CRASHED) else "unknown"
+    return status if status in (fmt.STATUS_FINISHED, fmt.STATUS_CRASHED, *fmt.ARCHIVED) else "unknown"

@@ -10,7 +10,11 @@ every run is printed too. Each rule is remembered per run and per value of the t
 it reads (`MemoJudge`), so the whole grid takes about a minute. Labels come from corpus/labels.json (how
 each run was made, LABELS.md); a finding the label allows is no false alarm.
 
-usage: python benchmarks/diagnose_accuracy.py [--corpus corpus]
+usage: python benchmarks/diagnose_accuracy.py [--corpus corpus] [--real corpus/real] [--only real|corpus] [--runs]
+
+The real-world set (corpus/real/, logs from public repositories and runs of third-party scripts,
+labelled from their raw series by corpus/real/LABELS.md) is scored the same way, held out by
+source: each repository or script is judged with thresholds chosen on all the others.
 """
 
 from __future__ import annotations
@@ -78,15 +82,16 @@ def score(verdicts: list[tuple[dict, set, bool]]) -> dict:
     `verdicts`: (label entry, curve rules that fired, diagnosed) per run. A required rule that
     did not fire is a miss; a fired rule that is neither required nor allowed is a false alarm."""
     tp, fp, fn = Counter(), Counter(), Counter()
-    exact = healthy = healthy_alarms = 0
-    for entry, fired, _diagnosed in verdicts:
+    exact = healthy = healthy_alarms = undiagnosed = 0
+    for entry, fired, diagnosed in verdicts:
+        undiagnosed += not diagnosed
         required, allowed = set(entry["required"]), set(entry["allowed"])
         for r in CURVE_RULES:
             if r in required:
                 (tp if r in fired else fn)[r] += 1
             elif r in fired and r not in allowed:
                 fp[r] += 1
-        exact += required <= fired <= required | allowed
+        exact += diagnosed and required <= fired <= required | allowed  # silence on an unjudged run is no match
         if not required:
             healthy += 1
             healthy_alarms += bool(fired - allowed)
@@ -100,7 +105,7 @@ def score(verdicts: list[tuple[dict, set, bool]]) -> dict:
     judged = [v["f1"] for v in rules.values() if v["labelled"]]
     return {"rules": rules, "macro_f1": sum(judged) / len(judged) if judged else float("nan"),
             "exact": exact / len(verdicts) if verdicts else float("nan"), "runs": len(verdicts),
-            "healthy": healthy, "healthy_alarms": healthy_alarms}
+            "healthy": healthy, "healthy_alarms": healthy_alarms, "undiagnosed": undiagnosed}
 
 
 def _configs():
@@ -120,48 +125,113 @@ def _sample_runs() -> list:
     return out
 
 
-def evaluate(corpus: str) -> tuple[dict, dict, dict]:
-    """(held-out score, in-sample score with the defaults, chosen thresholds per family)."""
-    with open(os.path.join(corpus, "labels.json")) as f:
-        labels = json.load(f)
-    runs = []
-    for e in labels:
-        series, _ = load(os.path.join(corpus, e["path"]))
-        runs.append((e, series))
-    configs = list(_configs())
-    siblings = together.study([s for _, s in runs])
-    memo = MemoJudge()
-    verdicts = []  # per config: per run (entry, fired, diagnosed)
+def _verdicts(runs: list, configs: list, memo: MemoJudge) -> list[list]:
+    """Per config: per run (label entry, curve rules that fired, diagnosed). `runs` is a list of
+    (entry, series or None); a run that could not be read fires nothing and is not diagnosed.
+    Runs are judged together (sweeps, tasks) as the CLI judges a root."""
+    readable = [i for i, (_, s) in enumerate(runs) if s is not None]
+    siblings = together.study([runs[i][1] for i in readable])
+    out = []
     for cfg in configs:
-        diagnoses = together.apply(siblings, [diagnose_run(s, cfg, memo) for _, s in runs], cfg)
-        verdicts.append([(e, {f.rule for f in d.findings} & set(CURVE_RULES), d.diagnosed)
-                         for (e, _), d in zip(runs, diagnoses)])
-    # the hand-labelled sample runs (the demo, and a test of their exact findings) bound the choice:
-    # only thresholds under which every one of them gets its findings are candidates
+        diagnoses = together.apply(siblings, [diagnose_run(runs[i][1], cfg, memo) for i in readable], cfg)
+        got = dict(zip(readable, diagnoses))
+        out.append([(e, ({f.rule for f in got[i].findings} & set(CURVE_RULES)) if i in got else set(),
+                     got[i].diagnosed if i in got else False) for i, (e, _) in enumerate(runs)])
+    return out
+
+
+def _sample_candidates(configs: list, memo: MemoJudge) -> list[int]:
+    """Indices of the configs under which every sample_runs/ run gets exactly its labelled findings
+    (the hand-labelled demo runs bound the choice); all configs if none does."""
     samples = _sample_runs()
     sample_study = together.study([s for _, s in samples])
-    fits_samples = []
-    for cfg in configs:
+    keep = []
+    for c, cfg in enumerate(configs):
         diagnoses = together.apply(sample_study, [diagnose_run(s, cfg, memo) for _, s in samples], cfg)
-        fits_samples.append(all(set(lab["findings"]) <= {f.rule for f in d.findings}
-                                <= set(lab["findings"]) | set(lab.get("allowed", ()))
-                                for (lab, _), d in zip(samples, diagnoses)))
-    candidates = [c for c in range(len(configs)) if fits_samples[c]] or list(range(len(configs)))
+        if all(set(lab["findings"]) <= {f.rule for f in d.findings} <= set(lab["findings"]) | set(lab.get("allowed", ()))
+               for (lab, _), d in zip(samples, diagnoses)):
+            keep.append(c)
+    return keep or list(range(len(configs)))
 
+
+def held_out(verdicts: list[list], groups: list[str], candidates: list[int], configs: list) -> tuple[dict, dict]:
+    """(score of every group judged with the thresholds that scored best on the other groups,
+    the thresholds chosen per group). `groups[i]` is run i's family or source."""
     def pick(idx):
         return max(candidates, key=lambda c: (score([verdicts[c][i] for i in idx])["macro_f1"],
                                               configs[c] == DEFAULT))
 
-    families = sorted({e["family"] for e in labels})
-    held_out, chosen = [], {}
-    for fam in families:
-        best = pick([i for i, (e, _) in enumerate(runs) if e["family"] != fam])
-        chosen[fam] = {k: getattr(configs[best], k) for k in GRID}
-        held_out += [verdicts[best][i] for i, (e, _) in enumerate(runs) if e["family"] == fam]
-    chosen["all families"] = {k: getattr(configs[pick(range(len(runs)))], k) for k in GRID}
+    out, chosen = [], {}
+    for g in sorted(set(groups)):
+        best = pick([i for i, h in enumerate(groups) if h != g])
+        chosen[g] = {k: getattr(configs[best], k) for k in GRID}
+        out += [verdicts[best][i] for i, h in enumerate(groups) if h == g]
+    return score(out), chosen
+
+
+def evaluate(corpus: str) -> tuple[dict, dict, dict]:
+    """The corpus: (held-out score by family, in-sample score with the defaults, chosen thresholds)."""
+    with open(os.path.join(corpus, "labels.json")) as f:
+        labels = json.load(f)
+    runs = [(e, load(os.path.join(corpus, e["path"]))[0]) for e in labels]
+    configs = list(_configs())
+    memo = MemoJudge()
+    verdicts = _verdicts(runs, configs, memo)
+    candidates = _sample_candidates(configs, memo)
+    held, chosen = held_out(verdicts, [e["family"] for e, _ in runs], candidates, configs)
+    chosen["all families"] = {k: getattr(configs[max(candidates, key=lambda c: (score(verdicts[c])["macro_f1"],
+                                                                                  configs[c] == DEFAULT))], k)
+                              for k in GRID}
     chosen["configs that keep sample_runs exact"] = f"{len(candidates)} of {len(configs)}"
+    return held, score(verdicts[configs.index(DEFAULT)]), chosen
+
+
+def load_real(real: str) -> list[tuple[dict, object]]:
+    """The real-world set (corpus/real): (label entry, series or None) per labelled run, withdrawn
+    labels left out. Logs are read from data/ (made by extract.py from the fetched repositories),
+    runs made here by third-party scripts from where they are committed. A run that is missing
+    or that traindoc cannot read is kept with None: it counts as diagnosing nothing."""
+    from traindoc.diagnose import InputError, _is_run
+    from traindoc.tb import is_tb_run
+
+    sys.path.insert(0, real)
+    from extract import entries, materialise, run_path  # noqa: E402  (corpus/real/extract.py)
+
+    out = []
+    labelled = entries(os.path.join(real, "labels"))
+    withdrawn = {e["run"] for e in labelled if e.get("withdrawn")}
+    for e in labelled:
+        if e["run"] in withdrawn or "required" not in e:
+            continue
+        materialise(e, "/work/.mirror", os.path.join(real, "data"))
+        series = None
+        try:
+            path = run_path(e, real)
+            if not (os.path.isfile(path) or _is_run(path) or is_tb_run(path)):
+                raise InputError(f"no run at {path}")
+            series = load(path)[0]
+        except (InputError, OSError, ValueError) as exc:  # noqa: F841 - unreadable: counted as such
+            pass
+        except Exception:  # noqa: BLE001 - a reader bug on a real file is a finding of this benchmark
+            import traceback
+
+            print(f"# reading {e['run']} raised:\n{traceback.format_exc()}", file=sys.stderr)
+        out.append((e, series))
+    return out
+
+
+def evaluate_real(real: str) -> tuple[dict, dict, dict, list]:
+    """The real-world set: (held-out score by source, in-sample score with the defaults, chosen
+    thresholds, per-run rows of (run, required, allowed, fired, diagnosed) with the defaults)."""
+    runs = load_real(real)
+    configs = list(_configs())
+    memo = MemoJudge()
+    verdicts = _verdicts(runs, configs, memo)
+    candidates = _sample_candidates(configs, memo)
+    held, chosen = held_out(verdicts, [e["source"] for e, _ in runs], candidates, configs)
     default = verdicts[configs.index(DEFAULT)]
-    return score(held_out), score(default), chosen
+    rows = [(e["run"], e["required"], e.get("allowed", []), sorted(fired), diag) for e, fired, diag in default]
+    return held, score(default), chosen, rows
 
 
 def table(result: dict) -> str:
@@ -171,21 +241,38 @@ def table(result: dict) -> str:
         rc = f"{v['recall']:.2f} ({v['tp']}/{v['labelled']})" if v["labelled"] else "-"
         lines.append(f"| `{r}` | {v['labelled']} | {p} | {rc} | {v['f1']:.2f} |")
     lines.append(f"\nmacro-F1 {result['macro_f1']:.2f}; exact match {result['exact']:.2f} of {result['runs']} runs; "
-                 f"false alarms on healthy runs: {result['healthy_alarms']} of {result['healthy']}")
+                 f"false alarms on healthy runs: {result['healthy_alarms']} of {result['healthy']}; "
+                 f"not diagnosed: {result['undiagnosed']} of {result['runs']}")
     return "\n".join(lines)
 
 
 def main() -> None:
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     ap = argparse.ArgumentParser()
-    ap.add_argument("--corpus", default=os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-                                                     "corpus"))
+    ap.add_argument("--corpus", default=os.path.join(root, "corpus"))
+    ap.add_argument("--real", default=os.path.join(root, "corpus", "real"))
+    ap.add_argument("--only", choices=("real", "corpus"), help="score one set only")
+    ap.add_argument("--runs", action="store_true", help="also list every real run with what fired")
     args = ap.parse_args()
-    held, insample, chosen = evaluate(args.corpus)
-    print("## Held out: each family diagnosed with thresholds chosen on the other families\n")
-    print(table(held))
-    print("\nthresholds chosen per held-out family:", json.dumps(chosen))
-    print("\n## The shipped default thresholds on every run (in-sample: they were chosen on all six families)\n")
-    print(table(insample))
+    if args.only != "corpus":
+        held, insample, chosen, rows = evaluate_real(args.real)
+        print("## Real-world set, held out by source: each repository or script diagnosed with thresholds "
+              "chosen on the others\n")
+        print(table(held))
+        print(f"\nsources: {len(chosen)}")
+        print("\n## Real-world set, the shipped default thresholds on every run\n")
+        print(table(insample))
+        if args.runs:
+            print("\n| run | required | allowed | fired | diagnosed |\n|---|---|---|---|---|")
+            for run, req, allowed, fired, diag in rows:
+                print(f"| {run} | {','.join(req)} | {','.join(allowed)} | {','.join(fired)} | {diag} |")
+    if args.only != "real":
+        held, insample, chosen = evaluate(args.corpus)
+        print("\n## Held out: each family diagnosed with thresholds chosen on the other families\n")
+        print(table(held))
+        print("\nthresholds chosen per held-out family:", json.dumps(chosen))
+        print("\n## The shipped default thresholds on every run (in-sample: they were chosen on all six families)\n")
+        print(table(insample))
 
 
 if __name__ == "__main__":

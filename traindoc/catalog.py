@@ -197,6 +197,14 @@ def index_one(path: str) -> dict:
     }
 
 
+
+def _went_quiet(old: tuple) -> bool:
+    """A log of another tool indexed while it was being written (status running) whose files
+    have not changed since it went quiet: read again once, so it says ended / no end marker
+    instead of standing as a stale run for ever (such logs have no heartbeat)."""
+    _sig, _version, _path, quick, status, updated = old
+    return status == fmt.STATUS_RUNNING and quick is None and (updated or 0) < time.time() - 60.0
+
 @dataclass
 class Refresh:
     """What one refresh did."""
@@ -257,8 +265,8 @@ class Catalog:
     def _refresh(self, progress, workers) -> Refresh:
         version = code_version()
         with self._db() as db:
-            known = {n: (s, v, p, q, st) for n, s, v, p, q, st in
-                     db.execute("SELECT name, sig, version, path, quick, status FROM runs")}
+            known = {n: (s, v, p, q, st, up) for n, s, v, p, q, st, up in
+                     db.execute("SELECT name, sig, version, path, quick, status, updated FROM runs")}
             skeleton = self._info(db, "skeleton")
         if skeleton is not None and known and _unchanged(skeleton):
             listed = {n: k[2] for n, k in known.items()}  # no folder changed: the same runs
@@ -276,7 +284,7 @@ class Catalog:
             elif old[4] in SETTLED and old[3] is not None:
                 if _quick(path) != old[3]:  # a finished run changes only by new files or a rewritten meta.json
                     todo.append((name, path))
-            elif old[0] != signature(path):
+            elif old[0] != signature(path) or _went_quiet(old):
                 todo.append((name, path))
         gone = [n for n in known if n not in listed]
         rows = self._read(todo, progress, workers)
@@ -434,7 +442,8 @@ class Catalog:
                     parts.append("(status = 'running' AND (updated IS NULL OR updated < ?))")
                     args.append(fresh)
                 elif st == "unknown":
-                    parts.append("status NOT IN ('running', 'finished', 'crashed', 'unreadable')")
+                    parts.append("status NOT IN ('running', 'finished', 'crashed', 'unreadable', 'ended', "
+                                 "'no end marker')")
                 else:
                     parts.append("status = ?")
                     args.append(st)

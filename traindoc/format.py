@@ -45,6 +45,11 @@ CHECK_SALT = 0x7D0C5EED
 STATUS_RUNNING = "running"
 STATUS_FINISHED = "finished"
 STATUS_CRASHED = "crashed"
+# Logs written by other tools (TensorBoard, trainer_state.json, CSV, MLflow) that stopped growing:
+# "ended" where the log itself says training ended, "no end marker" where nothing says how.
+STATUS_ENDED = "ended"
+STATUS_NO_END = "no end marker"
+ARCHIVED = (STATUS_ENDED, STATUS_NO_END)
 
 # Series names the collector writes. Readers and rules refer to these, never to
 # string literals of their own.

@@ -128,7 +128,9 @@ def read_hf(path: str) -> tuple[dict, dict]:
             rows.append((step, float("nan"), "train/epoch", float(entry["epoch"])))
     config = {k: state[k] for k in ("train_batch_size", "num_train_epochs", "max_steps", "logging_steps",
                                     "eval_steps", "save_steps") if isinstance(state.get(k), (int, float))}
-    return _points(rows), {"config": config, "source_file": os.path.relpath(state_path, path)}
+    # the Trainer logs its run time (train_runtime) once, when train() returns
+    ended = any(isinstance(e, dict) and "train_runtime" in e for e in history)
+    return _points(rows), {"config": config, "source_file": os.path.relpath(state_path, path), "ended": ended}
 
 
 def _read_table(path: str) -> list[dict]:
@@ -235,7 +237,18 @@ def read_mlflow(path: str) -> tuple[dict, dict]:
     if os.path.isfile(tag):
         with open(tag, encoding="utf-8", errors="replace") as f:
             name = f.read().strip() or None
-    return _points(rows), {"config": config, "run_name": name}
+    return _points(rows), {"config": config, "run_name": name, "ended": _mlflow_ended(path)}
+
+
+def _mlflow_ended(path: str) -> bool:
+    """MLflow's meta.yaml gives an end_time (and status 3, FINISHED) once the run ended."""
+    try:
+        with open(os.path.join(path, "meta.yaml"), encoding="utf-8", errors="replace") as f:
+            text = f.read()
+    except OSError:
+        return False
+    m = re.search(r"^end_time:\s*(\S+)", text, re.M)
+    return bool(m) and m.group(1) not in ("null", "~", "None", "''")
 
 
 # ---- the reader ----------------------------------------------------------------------
@@ -301,7 +314,8 @@ class LogRunReader:
         newest = max(mtimes) if mtimes else 0.0
         name = self._extra.get("run_name") or os.path.basename(os.path.normpath(self.path))
         return {"schema_version": fmt.SCHEMA_VERSION, "name": name, "source": self.kind,
-                "status": fmt.STATUS_RUNNING if time.time() - newest < LIVE_SECS else fmt.STATUS_FINISHED,
+                "status": fmt.STATUS_RUNNING if time.time() - newest < LIVE_SECS else
+                (fmt.STATUS_ENDED if self._extra.get("ended") else fmt.STATUS_NO_END),
                 "updated": newest, "config": self._extra.get("config", {}), "warnings": self.problems,
                 **self.run_meta}
 

@@ -86,6 +86,7 @@
     const notes = $("notes"), out = $("findings");
     clear(notes); clear(out);
     for (const problem of v.problems) notes.append(box("warning", "Part of this run could not be read: " + problem));
+    for (const line of v.readings || []) notes.append(box("info", "How this run was read: " + line));
     if (!v.diagnosed) {
       notes.append(box("warning", el("b", {}, "Not diagnosed"), ": no curve rule could judge this run (" +
         v.not_diagnosed + "). Say what its series are in the panel at the bottom of this page (saved as " +

@@ -19,7 +19,7 @@ from ..nav import pages
 from .common import ago, catalog, md, run_link
 
 STATUS_ICON = {"live": "● live", "finished": "finished", "crashed": "✖ crashed", "stale": "stale (no writes)",
-               "unreadable": "unreadable", "unknown": "unknown"}
+               "ended": "ended", "no end marker": "no end marker", "unreadable": "unreadable", "unknown": "unknown"}
 PAGE_SIZE = 50
 SORTS = {"name": "name", "last update": "updated", "steps": "steps", "best val acc": "best_val_acc",
          "findings": "findings", "status": "status"}

@@ -2,8 +2,11 @@
 
 The logs belong to their authors: the project commits where each run comes from (repository,
 commit, paths; `labels/*.jsonl`) and the labels, never the files. This script puts each run's
-files back under `corpus/real/data/<run>/` (ignored by git) from a bare mirror of the
-repository, as the search tool's `fetch` leaves it under /work/.mirror/<owner>+<name>...
+files back under `corpus/real/native/<owner>__<name>/<path in the repository>` (ignored by git),
+as the repository lays them out, so that runs that sit side by side there (an LR sweep's
+versions) are siblings here too. They come from the labeller's copy under `data/<run>/` where
+there is one, else from a bare mirror of the repository, as the search tool's `fetch` leaves it
+under /work/.mirror/<owner>+<name>...
 
 usage: python corpus/real/extract.py [--mirrors /work/.mirror] [--out corpus/real/data]
 Runs whose mirror is missing are listed (fetch those repositories, then run it again).
@@ -15,6 +18,7 @@ import argparse
 import glob
 import json
 import os
+import shutil
 import subprocess
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -48,18 +52,40 @@ def mirror_of(repo: str, mirrors: str) -> str | None:
     return None
 
 
+def run_path(e: dict, real: str = HERE) -> str:
+    """Where one labelled run is read from: its folder in the repository's layout under native/
+    (the common folder of its files; the file itself for a lone CSV), or, for runs made here by
+    third-party scripts, where they are committed."""
+    if not e.get("files"):
+        return os.path.join(real, e["run"])
+    srcs = list(e["files"])
+    base = os.path.join(real, "native", e["source"].replace("/", "__"))
+    if len(srcs) == 1 and srcs[0].endswith(".csv") and not srcs[0].endswith("metrics.csv"):
+        return os.path.join(base, srcs[0])
+    mlflow = [s.split("/metrics/")[0] for s in srcs if "/metrics/" in s]
+    if mlflow:  # an MLflow run is the folder that holds metrics/ (the experiment's meta.yaml sits above)
+        return os.path.join(base, mlflow[0])
+    common = os.path.commonpath([os.path.dirname(s) or "." for s in srcs]) if len(srcs) > 1 else os.path.dirname(srcs[0])
+    return os.path.join(base, common) if common not in ("", ".") else base
+
+
 def materialise(e: dict, mirrors: str, out: str) -> str:
     """Write one run's files; 'ok', 'present' or why not."""
     if not e.get("files"):
         return "present"  # made here (third-party scripts): committed as they are
-    git = mirror_of(e["source"], mirrors)
-    if git is None:
-        return f"no mirror of {e['source']}"
+    git = None
     for src, dst in e["files"].items():
-        target = os.path.join(out, e["run"], dst)
+        target = os.path.join(HERE, "native", e["source"].replace("/", "__"), src)
         if os.path.exists(target):
             continue
         os.makedirs(os.path.dirname(target), exist_ok=True)
+        copy = os.path.join(out, e["run"], dst)
+        if os.path.isfile(copy):
+            shutil.copyfile(copy, target)
+            continue
+        git = git or mirror_of(e["source"], mirrors)
+        if git is None:
+            return f"no mirror of {e['source']}"
         blob = subprocess.run(["git", "--git-dir", git, "show", f"{e['commit']}:{src}"], capture_output=True)
         if blob.returncode:
             return f"{e['source']}@{e['commit'][:10]}:{src}: {blob.stderr.decode().strip()}"

@@ -30,10 +30,10 @@ class Finding:
         return d
 
 
-#: A too-low LR explains low, close accuracies: the notes' order is to fix the LR first, so
-#: that reading waits for it. A run still improving at the end is told both (raise the LR, or
-#: train longer): either is a fix.
-EXPLAINED_BY = {"lr_too_low": {"underfitting"}}
+#: A too-low or too-high LR explains low, close accuracies (a network an LR far too high killed
+#: sits at chance): the notes' order is to fix the LR first, so that reading waits for it. A run
+#: still improving at the end is told both (raise the LR, or train longer): either is a fix.
+EXPLAINED_BY = {"lr_too_low": {"underfitting"}, "lr_too_high": {"underfitting"}}
 
 
 def drop_explained(findings: list) -> list:
@@ -84,7 +84,7 @@ class Thresholds:
     high_osc_ratio: float = _why(3.0, "window means that scatter 3x more than their own standard errors oscillate, rather than wander by batch noise")
 
     # early_decay
-    cut_factor: float = _why(0.5, "an LR change to half or less within a short span is a cut, not a smooth schedule")
+    cut_factor: float = _why(0.2, "an LR change to a fifth or less within a short span is a cut, not a smooth schedule; ReduceLROnPlateau's halvings answer a plateau rather than cause one, and the step schedules that decay too early cut by 10x")
     cut_span_frac: float = _why(0.05, "cosine or linear schedules take far longer than 5% of the run to halve the LR")
     decay_pre_rate: float = _why(0.1, "before the cut the loss was still falling fast: at least 10% of its level over the span before the cut")
     decay_post_ratio: float = _why(0.25, "after the cut the loss flattens: its rate of fall is under a quarter of the rate before")

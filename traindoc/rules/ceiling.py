@@ -57,17 +57,34 @@ def digest(run) -> dict | None:
     if st is None:
         return None
     return {"folder": os.path.dirname(os.path.normpath(run.path or "")), "classes": num_classes(run),
-            "name": run.name, "train": st.train_end, "val": st.val_end, "chance": st.chance,
-            "steps": [st.first_step, st.last_step]}
+            "task": task_key(run), "name": run.name, "train": st.train_end, "val": st.val_end,
+            "chance": st.chance, "steps": [st.first_step, st.last_step]}
+
+
+#: Hyperparameter names that say which data a run trained on.
+DATA_NAMES = ("dataset", "data", "dataset_name", "data_name", "task", "task_name", "data_dir", "data_path",
+              "train_file", "train_data", "corpus")
+
+
+def task_key(run) -> list:
+    """What shows that two runs work on one task, beyond the number of classes: the dataset its
+    hyperparameters name, and the script that wrote it, read from the names of its
+    hyperparameters (or, for logs without any, the names of the series it logged). Runs that
+    share a folder and a class count but not this are different experiments."""
+    cfg = run.meta.get("config") if isinstance(run.meta.get("config"), dict) else {}
+    data = sorted((str(k).lower(), str(v)) for k, v in cfg.items() if str(k).lower() in DATA_NAMES)
+    shape = sorted(str(k) for k in cfg) if cfg else sorted(k for k in run.keys if not k.startswith("train/loss/"))
+    return [data, shape]
 
 
 def tasks_of(digests: list) -> list[Task]:
-    """The tasks (folder + number of classes) of 3+ runs with accuracies, from the runs' `digest`s
+    """The tasks (folder, number of classes, `task_key`) of 3+ runs with accuracies, from the runs' `digest`s
     (None where a run has none); member indices are positions in `digests`."""
     groups: dict[tuple, Task] = {}
     for i, d in enumerate(digests):
         if d is not None:
-            groups.setdefault((d["folder"], d["classes"]), Task([])).members.append(
+            task = repr(d.get("task"))  # digests stored before the task key have none: grouped as before
+            groups.setdefault((d["folder"], d["classes"], task), Task([])).members.append(
                 Member(i, d["name"], d["train"], d["val"], d["chance"], tuple(d["steps"])))
     return [t for t in groups.values() if len(t.members) >= MIN_SIBLINGS]
 

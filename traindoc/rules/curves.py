@@ -74,7 +74,12 @@ def _raw_loss_curve(run: RunSeries) -> Curve | None:
     return None
 
 
-def rolling_curve(raw: pd.Series, target_windows: int = 100) -> Curve:
+#: A per-step loss without recorded windows is judged in about this many windows; one with
+#: fewer than twice as many points (per-epoch logs) is judged point by point.
+ROLLING_WINDOWS = 100
+
+
+def rolling_curve(raw: pd.Series, target_windows: int = ROLLING_WINDOWS) -> Curve:
     """Group a per-step series into about `target_windows` windows of mean and SE."""
     n = len(raw)
     width = max(1, n // target_windows)

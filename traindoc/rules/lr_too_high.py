@@ -7,7 +7,7 @@ import numpy as np
 from traindoc import format as fmt
 
 from .base import Finding, Thresholds
-from .curves import Curve, first_loss, fitted_change, loss_curve, noise, raw_loss_curve, series_or_none
+from .curves import Curve, first_loss, fitted_change, loss_curve, noise, num_classes, raw_loss_curve, series_or_none
 from .fit_gap import collapsed
 
 ID = "lr_too_high"
@@ -33,6 +33,9 @@ def check(run, cfg: Thresholds) -> list[Finding]:
         out.append(Finding(ID, "warning", (collapse["best_step"], int(raw.steps[-1])), collapse,
                            "Accuracy rose, then fell back to chance: the model now predicts only the class "
                            "prior. " + ADVICE))
+    dead = _dead_at_chance(run, c, cfg)
+    if dead:
+        return out + [dead]
     if len(c) < cfg.min_windows:
         return out
     prior = _stuck_at_prior(run, c, cfg)
@@ -79,6 +82,57 @@ def _exploded(run, c: Curve, cfg: Thresholds) -> Finding | None:
                                + ADVICE[1:] + " Gradient clipping also tames such spikes.")
             return Finding(ID, "error", (int(c.steps[peak_i]), last), {"diverged": True, **evidence},
                            "The loss exploded above where it started: " + ADVICE[0].lower() + ADVICE[1:])
+    return None
+
+
+def _chance_level(run, late_from: float) -> tuple[int, float] | None:
+    """(C, the accuracy it ends at) when the run's accuracy sits flat at 1/C over its second
+    half, C from the run's number of classes or read off that level (2 to 1000 classes)."""
+    acc = series_or_none(run, fmt.VAL_ACC, fmt.TRAIN_ACC_EPOCH, fmt.TRAIN_ACC)
+    if acc is None or len(acc) < 4:
+        return None
+    late = acc[acc.index >= late_from].to_numpy(dtype=float)
+    if len(late) < 2 or float(np.std(late)) > 0.01:
+        return None
+    level = float(late.mean())
+    n = num_classes(run) or (int(round(1 / level)) if level > 0 else 0)
+    if not 2 <= n <= 1000 or abs(level - 1 / n) > 0.015:
+        return None
+    return n, level
+
+
+def _dead_at_chance(run, c: Curve, cfg: Thresholds) -> Finding | None:
+    """A network killed early: its loss blew up (or went NaN) in the first part of the run, then
+    sat flat at ln C, the loss of predicting the class prior, with the accuracy at chance for
+    the rest of the run, in the train loss or in the validation loss. A run that sat there from
+    its very first step never blew up and is not judged here."""
+    if len(c) < 4:
+        return None
+    last = float(c.steps[-1])
+    chance = _chance_level(run, c.steps[0] + 0.5 * (last - c.steps[0]))
+    if chance is None:
+        return None
+    n, acc = chance
+    entropy = float(np.log(n))
+    curves = [("train loss", c.steps, c.mean)]
+    val = series_or_none(run, fmt.VAL_LOSS)
+    if val is not None:
+        curves.append(("validation loss", val.index.to_numpy(), val.to_numpy(dtype=float)))
+    for name, steps, values in curves:
+        late = values[steps >= steps[0] + 0.5 * (steps[-1] - steps[0])]
+        early = values[steps <= steps[0] + 0.2 * (steps[-1] - steps[0])]
+        if len(late) < 2 or not np.isfinite(late).all():
+            continue
+        plateau = float(np.median(late))
+        flat = float(np.max(np.abs(late - plateau))) <= max(0.03 * entropy, 1e-6)
+        blew = (not np.isfinite(early).all()) or float(np.nanmax(early)) > cfg.explode_factor * entropy
+        if flat and abs(plateau - entropy) <= 0.03 * entropy and blew:
+            return Finding(ID, "error", (int(steps[0]), int(last)), {
+                "predicts_prior": True, "diverged": False, "series": name, "plateau_loss": plateau,
+                "ln_classes": entropy, "classes": n, "final_accuracy": acc,
+                "early_peak_loss": float(np.nanmax(early)) if np.isfinite(early).any() else None,
+            }, f"The loss blew up early, then sat at ln {n} = {entropy:.3f} with the accuracy at chance: the network "
+               "is dead and predicts only the class prior. " + ADVICE)
     return None
 
 

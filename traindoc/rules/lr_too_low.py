@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 
 from .base import Finding, Thresholds
-from .curves import fitted_change, loss_curve, noise
+from .curves import first_loss, fitted_change, loss_curve, noise
 
 ID = "lr_too_low"
 NEEDS = ("train loss",)
@@ -18,7 +18,7 @@ def check(run, cfg: Thresholds) -> list[Finding]:
     c = loss_curve(run)
     if c is None or len(c) < cfg.min_windows or not np.isfinite(c.mean).all():
         return []
-    crawl = _crawl(c, cfg)
+    crawl = _crawl(run, c, cfg)
     if crawl:
         return [crawl]
     last = c.steps[-1]
@@ -41,12 +41,20 @@ def check(run, cfg: Thresholds) -> list[Finding]:
     return []
 
 
-def _crawl(c, cfg: Thresholds) -> Finding | None:
+def _crawl(run, c, cfg: Thresholds) -> Finding | None:
     """Under `low_moved` of the first loss gained by the end, with a fall beyond noise over the
-    whole run and still over its second half."""
-    start, last = float(c.mean[0]), float(c.steps[-1])
+    whole run and still over its second half, at a pace that does not slow down (the last third
+    falls at least half as far as the first). The first loss is the first batch's where it was
+    recorded: a loss that fell from ln(vocabulary) to the labels' entropy inside the first window
+    and then crept moved a lot, fast, and is no crawl. A loss that fell early and flattens
+    (fine-tuning a pretrained model) is no crawl either."""
+    start, last = first_loss(run, c), float(c.steps[-1])
     tail = float(c.mean[-max(1, len(c) // 10):].mean())
     if start == 0 or (start - tail) / abs(start) >= cfg.low_moved:
+        return None
+    first = float(c.mean[0] - c.value_at(c.steps[0] + (last - c.steps[0]) / 3))
+    late = float(c.value_at(c.steps[0] + 2 * (last - c.steps[0]) / 3) - tail)
+    if first > 0 and late < 0.5 * first:
         return None
     whole, whole_se = fitted_change(c)
     half, half_se = fitted_change(c.after(last / 2))

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import numpy as np
+
 from traindoc import format as fmt
 
 from .base import Finding, Thresholds
@@ -57,11 +59,37 @@ def _by_accuracy(run, cfg: Thresholds) -> list[Finding]:
     }, _advice(best))]
 
 
+def _steady_rise(v, cfg: Thresholds):
+    """(step, value) of the validation loss's minimum when what follows it is a steady rise
+    rather than a bad evaluation or two: it fills `overfit_confirm` + 1 evaluations or a fifth
+    of the run, most of its steps go up, and it ends `overfit_loss_rise` / 2 above the minimum
+    and beyond the series' own scatter. A long steady rise counts at half the rise that a short
+    one needs (`_past_best`); else None."""
+    if len(v) < 3:
+        return None
+    best = int(v.idxmin())
+    low = float(v.loc[best])
+    after = v[v.index > best]
+    span = float(v.index[-1] - v.index[0]) or 1.0
+    if low <= 0 or len(after) < 2 or (len(after) <= cfg.overfit_confirm and (v.index[-1] - best) / span < 0.2):
+        return None
+    tail = after.to_numpy(dtype=float)
+    steps_up = np.diff(np.r_[low, tail]) > 0
+    end = float(tail[-min(2, len(tail)):].mean())
+    scatter = float(np.median(np.abs(np.diff(v.to_numpy(dtype=float), 2))) / np.sqrt(6)) if len(v) >= 5 else 0.0
+    if steps_up.mean() < 0.6 or end < low * (1 + cfg.overfit_loss_rise / 2) or end - low <= cfg.noise_sigmas * scatter:
+        return None
+    if tail[-1] <= low * (1 + cfg.overfit_loss_rise / 4):
+        return None  # it came back down to the minimum at the end
+    return best, low
+
+
 def _by_loss(run, cfg: Thresholds) -> list[Finding]:
     vl = series_or_none(run, fmt.VAL_LOSS)
     c = loss_curve(run)
-    found = None if vl is None or c is None else _past_best(
+    found = None if vl is None or c is None else (_past_best(
         vl, cfg, False, lambda later, low: (later >= low * (1 + cfg.overfit_loss_rise)) & (low > 0))
+        or _steady_rise(vl, cfg))
     if found is None:
         return []
     best, low = found

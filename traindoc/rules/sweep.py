@@ -189,18 +189,39 @@ def find_sweeps(runs: list) -> list[Sweep]:
     return sweeps_of([digest(r) for r in runs])
 
 
-def _key(d: dict) -> tuple:
-    return (d["folder"], tuple(tuple(kv) for kv in d["hparams"]),
+def _key(d: dict, coupled: frozenset = frozenset()) -> tuple:
+    return (d["folder"], tuple(tuple(kv) for kv in d["hparams"] if kv[0] not in coupled),
             None if d["shape"] is None else (tuple(d["shape"][0]), d["shape"][1]))
+
+
+def lr_coupled(digests: list) -> dict[str, frozenset]:
+    """Per folder, the hyperparameters that are set from the LR: numbers whose ratio to the run's
+    LR is the same in every run that has them while their values differ (`min_lr = lr / 10`, a
+    warm-up's starting LR). Runs that change them with the LR still change only the LR."""
+    by_folder: dict[str, list] = {}
+    for d in digests:
+        if d is not None:
+            by_folder.setdefault(d["folder"], []).append(d)
+    out = {}
+    for folder, ds in by_folder.items():
+        ratios: dict[str, list] = {}
+        for d in ds:
+            for k, v in d["hparams"]:
+                if isinstance(v, (int, float)) and not isinstance(v, bool) and d["lr"] > 0:
+                    ratios.setdefault(k, []).append((v, v / d["lr"]))
+        out[folder] = frozenset(k for k, vr in ratios.items() if len(vr) >= 2 and len({v for v, _ in vr}) > 1
+                                and all(math.isclose(r, vr[0][1], rel_tol=1e-6) for _, r in vr))
+    return out
 
 
 def sweeps_of(digests: list) -> list[Sweep]:
     """The sweeps among runs given by their `digest` (None where a run has none); member indices
     are positions in `digests`."""
     groups: dict[tuple, list[int]] = {}
+    coupled = lr_coupled(digests)
     for i, d in enumerate(digests):
         if d is not None:
-            groups.setdefault(_key(d), []).append(i)
+            groups.setdefault(_key(d, coupled[d["folder"]]), []).append(i)
     sweeps = []
     for key, items in groups.items():
         lrs = [digests[i]["lr"] for i in items]

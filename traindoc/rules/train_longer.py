@@ -16,19 +16,46 @@ NEEDS = ("train accuracy or loss", "validation accuracy or loss")
 
 
 def check(run, cfg: Thresholds) -> list[Finding]:
+    """From the accuracies (both still rising, with a gap), else from the losses."""
+    return _from_accuracy(run, cfg) or _from_losses(run, cfg)
+
+
+def _from_accuracy(run, cfg: Thresholds) -> list[Finding]:
     """Both rose by at least `rising_min` over the last third, and the gap is open."""
     st = end_state(run, cfg)
     if st is None:
-        return _from_losses(run, cfg)
+        return []
     if not (st.train_rise >= cfg.rising_min and st.val_rise >= cfg.rising_min and st.gap >= cfg.longer_gap):
         return []
     val = series_or_none(run, fmt.VAL_LOSS)
-    if val is not None and float(val.iloc[-1]) > float(val.min()):
+    if val is not None and (float(val.iloc[-1]) > float(val.min()) or converged(val)):
         return []  # the validation loss had stopped improving: more epochs would not help, whatever the accuracy says
     return [Finding(ID, "info", (int(2 * st.last_step / 3), st.last_step), {
             "train_acc_gain_last_third": st.train_rise, "val_acc_gain_last_third": st.val_rise,
             "final_train_acc": st.train_end, "final_val_acc": st.val_end, "gap": st.gap,
         }, "Train for more epochs: both accuracies were still rising when the run stopped.")]
+
+
+def converged(val) -> bool:
+    """A validation loss that reached about zero (under 1e-3 of where it started, or 1e-4): the
+    task is solved, and more epochs have nothing left to gain."""
+    low, first = float(val.min()), abs(float(val.iloc[0]))
+    return low <= max(1e-4, 1e-3 * first)
+
+
+def _late_share(val) -> float:
+    """The share of the validation loss's whole fall that came in the last third of the run,
+    from its own evaluations (4 or more; 0 with fewer): a curve still falling steadily at the end."""
+    if len(val) < 4:
+        return 0.0
+    steps = val.index.to_numpy(dtype=float)
+    values = val.to_numpy(dtype=float)
+    total = values[0] - values.min()
+    if total <= 0:
+        return 0.0
+    cut = steps[0] + 2 * (steps[-1] - steps[0]) / 3
+    before = values[steps <= cut]
+    return float((before.min() - values[-1]) / total) if len(before) else 0.0
 
 
 def _from_losses(run, cfg: Thresholds) -> list[Finding]:
@@ -39,17 +66,21 @@ def _from_losses(run, cfg: Thresholds) -> list[Finding]:
     val = series_or_none(run, fmt.VAL_LOSS)
     if c is None or len(c) < cfg.min_windows or val is None or len(val) < 2:
         return []
-    if float(val.iloc[-1]) > float(val.min()):
-        return []  # validation had already turned: more epochs would not help
+    if float(val.iloc[-1]) > float(val.min()) or converged(val):
+        return []  # validation had already turned, or has nothing left to gain: more epochs would not help
     last = float(c.steps[-1])
     drop = float(c.mean[0] - c.mean.min())
     change, se = fitted_change(c.after(2 * last / 3))
     train_falling = drop > 0 and -change > cfg.noise_sigmas * se and -change >= cfg.longer_loss_share * drop
     prev = float(val.iloc[-2])
     val_step = (prev - float(val.iloc[-1])) / abs(prev) if prev else 0.0
-    if not (train_falling or val_step >= cfg.longer_val_drop):
+    if len(val) >= 3 and float(val.iloc[-2]) > float(val.iloc[-3]):
+        val_step = 0.0  # one good evaluation after a worse one is a wobble, not a trend
+    val_share = _late_share(val)
+    if not (train_falling or val_step >= cfg.longer_val_drop or val_share >= cfg.longer_loss_share):
         return []
     return [Finding(ID, "info", (int(2 * last / 3), int(last)), {
         "train_loss_fall_last_third": -change, "share_of_total_drop": -change / drop if drop > 0 else None,
         "final_val_loss": float(val.iloc[-1]), "last_val_improvement": val_step, "val_evaluations": len(val),
+        "val_share_of_drop_last_third": val_share,
     }, "Train for more epochs: the losses were still falling and validation was at its best when the run stopped.")]

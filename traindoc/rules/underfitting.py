@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from .base import Finding, Thresholds
+from .curves import num_classes
 from .fit_gap import collapsed, end_state
 
 ID = "underfitting"
@@ -15,8 +16,13 @@ def check(run, cfg: Thresholds) -> list[Finding]:
     if st is None or st.chance >= 1 or collapsed(run, cfg):
         return []  # a collapse back to chance is lr_too_high's
     progress = (st.train_end - st.chance) / (1 - st.chance)
+    if st.train_rise >= cfg.rising_min:
+        return []  # still learning at the end: it has not stopped at a poor level (train_longer's to judge)
+    # without the number of classes, "chance" is only where the accuracy started: a fair level
+    # above it says little about the task, so only a run that gained little from there is low
+    low = cfg.low_progress if num_classes(run) else cfg.low_progress / 3
     # validation above training (heavy augmentation, dropout) is no sign of underfitting
-    if abs(st.gap) < cfg.gap_small and progress < cfg.low_progress:
+    if abs(st.gap) < cfg.gap_small and progress < low:
         return [Finding(ID, "warning", (st.first_step, st.last_step), {
             "final_train_acc": st.train_end, "final_val_acc": st.val_end, "gap": st.gap,
             "chance_acc": st.chance, "progress_from_chance": progress,

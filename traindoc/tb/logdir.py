@@ -299,7 +299,7 @@ class TBRunReader:
         return {
             "schema_version": fmt.SCHEMA_VERSION, "name": os.path.basename(os.path.normpath(self.path)),
             "source": "tensorboard", "keras": self.keras,
-            "status": fmt.STATUS_RUNNING if time.time() - newest < LIVE_SECS else fmt.STATUS_FINISHED,
+            "status": fmt.STATUS_RUNNING if time.time() - newest < LIVE_SECS else fmt.STATUS_NO_END,
             "updated": newest, "start_time": min(mtimes) if mtimes else None, "config": {},
             "warnings": self.problems, "event_files": len(mtimes), **self.run_meta,
         }
@@ -344,13 +344,114 @@ def build_series(raw: dict, meta: dict, path: str, keras: bool, overrides=None, 
     if keras:
         raw = _keras_epochs_on_batch_axis(raw)
     data = {}
+    sources = {}
     for tag, targets in mapping.items():
         steps, values, walls = raw[tag]
         order = np.argsort(steps, kind="stable")
         for target in targets:
             data[target] = (steps[order], values[order], walls[order])
+            sources[target] = tag
+    readings = _say_sources(sources, mapping)
+    readings += align_epochs(data)
     _add_windows(data)
+    meta = {**meta, "readings": readings} if readings else meta
     return RunSeries(name=meta["name"], path=path, meta=meta, _data=data)
+
+
+def _say_sources(sources: dict, mapping: dict) -> list[str]:
+    """Which tag the validation series come from, where the run logged several candidates
+    (several evaluation sets, a test and a validation split)."""
+    out = []
+    for target in (fmt.VAL_LOSS, fmt.VAL_ACC):
+        if target not in sources:
+            continue
+        metric = target.split("/")[1]
+        others = [t for t, m in mapping.items() if m and m[0].startswith(fmt.CUSTOM_PREFIX)
+                  and _looks_held_out(t, metric)]
+        if others:
+            out.append(f"{target} is read from `{sources[target]}`; also logged, not judged: "
+                       + ", ".join(f"`{t}`" for t in others[:5]))
+    return out
+
+
+def _looks_held_out(tag: str, metric: str) -> bool:
+    """A tag named like another held-out set's loss or accuracy (eval/de_loss, test/acc)."""
+    words = [w for w in tag.lower().replace("/", "_").replace("-", "_").split("_") if w]
+    held = {"eval", "val", "valid", "validation", "test", "dev", "v"}
+    names = {"loss": {"loss"}, "acc": {"acc", "accuracy", "top1"}}[metric]
+    return bool(held & set(words)) and bool(names & set(words))
+
+
+#: Series that a script may log once per epoch, at the epoch's number instead of the train step.
+_PER_EPOCH = (fmt.VAL_LOSS, fmt.VAL_ACC, fmt.TRAIN_ACC_EPOCH, fmt.LOSS_EPOCH + "/mean")
+
+
+def align_epochs(data: dict) -> list[str]:
+    """Put series logged per epoch *at the epoch's number* on the train loss's step axis.
+
+    A loop that logs the train loss per step (thousands of points) and validation once per epoch
+    with `step = epoch` puts every validation point in the first few dozen steps. A series is
+    taken for epoch-numbered when its steps are consecutive small numbers (0..E-1 or 1..E, at
+    most one point each) and the per-step train loss runs at least 4x further. Epoch e is then
+    placed where it ended: from the run's own epoch series where it has one (the last step
+    before the epoch counter passed e), else at e/E of the run's last step. Changes `data` in
+    place; returns a line per aligned series, for the page to say so."""
+    if fmt.LOSS_RAW not in data or not len(data[fmt.LOSS_RAW][0]):
+        return []
+    train_steps = data[fmt.LOSS_RAW][0]
+    last = int(train_steps.max())
+    epoch = data.get(fmt.EPOCH)
+    out = []
+    for key in _PER_EPOCH:
+        if key not in data or key == fmt.LOSS_RAW:
+            continue
+        steps, values, walls = data[key]
+        if not _epoch_numbered(steps, last, len(train_steps)):
+            continue
+        one_based = int(steps.min()) >= 1
+        ends = steps.astype(float) + (0 if one_based else 1)  # epochs completed when it was logged
+        placed = _by_epoch_series(ends, epoch, last) if epoch is not None else None
+        how = "the run's epoch counter"
+        if placed is None:
+            total = float(steps.max()) + (0 if one_based else 1)
+            placed = np.round(ends / total * last).astype(np.int64)
+            how = f"the ratio of lengths ({last} steps / {int(total)} epochs)"
+        data[key] = (placed, values, walls)
+        out.append(f"{key} was logged per epoch at the epoch's number; placed at the step where each "
+                   f"epoch ended, by {how}")
+    return out
+
+
+def _epoch_numbered(steps: np.ndarray, last_train: int, n_train: int) -> bool:
+    if len(steps) < 2 or n_train < 4 * len(steps):
+        return False
+    d = np.diff(np.sort(steps))
+    top = int(steps.max())
+    return bool((d == 1).all() and int(steps.min()) in (0, 1) and last_train >= 4 * (top + 1))
+
+
+def _by_epoch_series(ends: np.ndarray, epoch, last: int):
+    """Steps where the epoch counter (step -> epochs done, fractional or whole) reached each of
+    `ends`; None when the counter does not cover them (it stops early, or never moves)."""
+    e_steps, e_vals, _ = epoch
+    order = np.argsort(e_steps, kind="stable")
+    e_steps, e_vals = e_steps[order], e_vals[order].astype(float)
+    if len(e_vals) < 2 or not np.isfinite(e_vals).all() or e_vals[-1] <= e_vals[0]:
+        return None
+    whole = np.allclose(e_vals, np.round(e_vals))
+    out = []
+    for e in ends:
+        if whole:  # an integer counter logged during each epoch: epoch e ends at its last step
+            k = np.flatnonzero(np.round(e_vals) == e - 1 + (1 if e_vals.min() >= 1 else 0))
+            if not len(k):
+                return None
+            out.append(int(e_steps[k[-1]]))
+        else:  # fractional epochs (the Hugging Face Trainer): the first step at or past e
+            k = np.flatnonzero(e_vals >= e - 1e-6)
+            out.append(int(e_steps[k[0]]) if len(k) else (last if e_vals[-1] >= e - 1 else None))
+            if out[-1] is None:
+                return None
+    return np.asarray(out, dtype=np.int64)
 
 
 def _keras_epochs_on_batch_axis(raw: dict) -> dict:

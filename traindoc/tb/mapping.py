@@ -37,7 +37,8 @@ _NATIVE = re.compile(r"^(train/loss/(mean|var|min|max|count|nonfinite|first)|tra
                      r"update_ratio/.+|custom/.+)$")
 _SPLITS = {"train": "train", "training": "train", "tr": "train", "val": "val", "valid": "val", "validation": "val",
            "eval": "val", "evaluation": "val", "dev": "val", "v": "val", "test": "test", "testing": "test"}
-_METRICS = {"loss": "loss", "losses": "loss", "cost": "loss", "acc": "acc", "accuracy": "acc", "accuracies": "acc",
+_METRICS = {"loss": "loss", "losses": "loss", "cost": "loss", "ce": "loss", "xent": "loss", "nll": "loss",
+            "crossentropy": "loss", "acc": "acc", "accuracy": "acc", "accuracies": "acc",
             "top1": "acc", "acc1": "acc", "prec1": "acc", "lr": "lr"}
 _LEVELS = {"step": "step", "steps": "step", "batch": "step", "iter": "step", "iteration": "step", "inner": "step",
            "epoch": "epoch", "epochs": "epoch"}
@@ -81,6 +82,8 @@ def _plain(tag: str):
             continue
         else:
             return None
+    if splits == {"val", "test"}:  # a test/ folder's v_loss, a val/test_acc: held-out data either way
+        splits = {"val"}
     if len(metrics) != 1 or len(splits) > 1 or len(levels) > 1:
         return None
     return (next(iter(splits)) if splits else None), next(iter(metrics)), (next(iter(levels)) if levels else None)
@@ -118,7 +121,17 @@ def _candidates(tag: str, keras: bool):
         return
     m = re.match(r"^eval/([A-Za-z0-9_]+)$", tag)
     if m and m.group(1) not in ("runtime", "samples_per_second", "steps_per_second"):
-        yield f"val/{m.group(1)}", 3
+        named = _eval_set(m.group(1))
+        if named:  # one of several evaluation sets: eval/<set>_loss
+            yield named
+        else:
+            yield f"val/{m.group(1)}", 3
+        return
+    m = re.match(r"^(.+)/dataloader_idx_(\d+)$", tag)
+    if m:  # Lightning with several validation loaders: the first one is the validation set
+        for target, prio in _candidates(m.group(1), keras):
+            if target.startswith("val/"):
+                yield target, prio + 1 + int(m.group(2))
         return
     m = _LIGHTNING_LR.match(tag)
     if m:
@@ -155,6 +168,28 @@ def _candidates(tag: str, keras: bool):
             yield f"val/{metric}", 2 if level != "step" else 4
         elif split == "test":
             yield f"val/{metric}", 7  # test as validation only when there is nothing better
+
+
+#: Names of an evaluation set that make it the validation set, before test sets and others.
+_VAL_SETS = {"val", "valid", "validation", "dev", "eval", "evaluation", "heldout", "holdout"}
+
+
+def _eval_set(rest: str):
+    """(val/loss or val/acc, priority) for the Hugging Face Trainer's `eval_<set>_loss` /
+    `eval_<set>_accuracy` of a run evaluated on several sets: a set named like a validation set
+    first, a test set next, any other name (a language, a benchmark) after them, the first
+    logged winning among equals. None when `rest` is no set's loss or accuracy."""
+    words = _tokens(rest)
+    if len(words) < 2 or _METRICS.get(words[-1]) not in ("loss", "acc"):
+        return None
+    metric, name = _METRICS[words[-1]], words[:-1]
+    if len(name) == 1 and name[0] in _VAL_SETS:
+        prio = 4
+    elif len(name) == 1 and name[0] in ("test", "testing"):
+        prio = 7
+    else:
+        prio = 9
+    return f"val/{metric}", prio
 
 
 def load_overrides(*folders: str) -> tuple[dict, list, dict]:
