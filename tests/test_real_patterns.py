@@ -204,10 +204,13 @@ def test_runs_on_different_datasets_are_no_task_and_never_named():
             {"config": {"dataset": dataset, "lr": 0.01}, "num_classes": 10}, path=f"/exp/{name}")
     runs = [acc_run("cifar-mlp", "cifar10", 0.52, 0.51), acc_run("mnist-a", "mnist", 0.97, 0.88),
             acc_run("mnist-b", "mnist", 0.96, 0.87)]
+    from traindoc.rules.together import study
+
     findings = diagnose_runs(runs)[0].findings
     assert not any("mnist" in json.dumps(f.to_dict()) for f in findings)
-    same = [acc_run("cifar-mlp", "mnist", 0.52, 0.51)] + runs[1:]  # one task: the ceiling speaks
-    assert any(f.rule == "underfitting" and "mnist" in json.dumps(f.to_dict()) for f in diagnose_runs(same)[0].findings)
+    assert not study(runs).tasks  # two datasets: no task of three
+    same = [acc_run("cifar-mlp", "mnist", 0.52, 0.51)] + runs[1:]  # one dataset, one script: one task
+    assert [len(t.members) for t in study(same).tasks] == [3]
 
 
 def test_a_sweep_that_sets_min_lr_from_the_lr_is_still_a_sweep():

@@ -16,8 +16,6 @@ def check(run, cfg: Thresholds) -> list[Finding]:
     if st is None or st.chance >= 1 or collapsed(run, cfg):
         return []  # a collapse back to chance is lr_too_high's
     progress = (st.train_end - st.chance) / (1 - st.chance)
-    if st.train_rise >= cfg.rising_min:
-        return []  # still learning at the end: it has not stopped at a poor level (train_longer's to judge)
     # without the number of classes, "chance" is only where the accuracy started: a fair level
     # above it says little about the task, so only a run that gained little from there is low
     low = cfg.low_progress if num_classes(run) else cfg.low_progress / 3

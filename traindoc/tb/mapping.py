@@ -37,9 +37,10 @@ _NATIVE = re.compile(r"^(train/loss/(mean|var|min|max|count|nonfinite|first)|tra
                      r"update_ratio/.+|custom/.+)$")
 _SPLITS = {"train": "train", "training": "train", "tr": "train", "val": "val", "valid": "val", "validation": "val",
            "eval": "val", "evaluation": "val", "dev": "val", "v": "val", "test": "test", "testing": "test"}
-_METRICS = {"loss": "loss", "losses": "loss", "cost": "loss", "ce": "loss", "xent": "loss", "nll": "loss",
-            "crossentropy": "loss", "acc": "acc", "accuracy": "acc", "accuracies": "acc",
+_METRICS = {"loss": "loss", "losses": "loss", "cost": "loss", "acc": "acc", "accuracy": "acc", "accuracies": "acc",
             "top1": "acc", "acc1": "acc", "prec1": "acc", "lr": "lr"}
+#: A loss named by its kind: the validation loss in `val_ce` or `valid_nll`, where it stands alone.
+_LOSS_NAMES = {"ce", "nll", "xent", "crossentropy"}
 _LEVELS = {"step": "step", "steps": "step", "batch": "step", "iter": "step", "iteration": "step", "inner": "step",
            "epoch": "epoch", "epochs": "epoch"}
 #: Words that say nothing about which series a tag is: scopes, averaging, the total of a loss.
@@ -70,18 +71,25 @@ def _plain(tag: str):
     if not words or len(words) > 8:
         return None
     splits, metrics, levels = set(), set(), set()
+    named_loss = False
     is_lr = "lr" in words
     for w in words:
         if w in _METRICS:
             metrics.add(_METRICS[w])
         elif w in _SPLITS:
             splits.add(_SPLITS[w])
+        elif w in _LOSS_NAMES:
+            named_loss = True
         elif w in _LEVELS:
             levels.add(_LEVELS[w])
         elif w in _NEUTRAL or (is_lr and (w in _OPTIMIZERS or w.isdigit())):
             continue
         else:
             return None
+    if named_loss and (splits != {"val"} or any(_METRICS.get(w) == "loss" for w in words)):
+        return None  # a bare `nll`, a `train/ce_loss` beside other terms: a part of some loss, not the loss
+    if named_loss:
+        metrics.add("loss")
     if splits == {"val", "test"}:  # a test/ folder's v_loss, a val/test_acc: held-out data either way
         splits = {"val"}
     if len(metrics) != 1 or len(splits) > 1 or len(levels) > 1:
