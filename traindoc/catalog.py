@@ -197,13 +197,13 @@ def index_one(path: str) -> dict:
     }
 
 
-
 def _went_quiet(old: tuple) -> bool:
     """A log of another tool indexed while it was being written (status running) whose files
     have not changed since it went quiet: read again once, so it says ended / no end marker
     instead of standing as a stale run for ever (such logs have no heartbeat)."""
     _sig, _version, _path, quick, status, updated = old
-    return status == fmt.STATUS_RUNNING and quick is None and (updated or 0) < time.time() - 60.0
+    return status == fmt.STATUS_RUNNING and quick is None and (updated or 0) < time.time() - fmt.LIVE_SECS
+
 
 @dataclass
 class Refresh:

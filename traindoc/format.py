@@ -50,6 +50,8 @@ STATUS_CRASHED = "crashed"
 STATUS_ENDED = "ended"
 STATUS_NO_END = "no end marker"
 ARCHIVED = (STATUS_ENDED, STATUS_NO_END)
+#: Such a log written to within this many seconds is taken as a run still being written.
+LIVE_SECS = 60.0
 
 # Series names the collector writes. Readers and rules refer to these, never to
 # string literals of their own.

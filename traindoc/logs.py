@@ -28,7 +28,7 @@ from .reader import RunFormatError, RunSeries
 HF_STATE = "trainer_state.json"
 PL_METRICS = "metrics.csv"
 PL_HPARAMS = "hparams.yaml"
-LIVE_SECS = 60.0
+LIVE_SECS = fmt.LIVE_SECS
 _CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
 #: Columns that index a table rather than measure anything.
 _INDEX_COLUMNS = ("step", "global_step", "epoch", "iteration", "iter", "batch")

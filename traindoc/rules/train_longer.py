@@ -74,7 +74,7 @@ def _from_losses(run, cfg: Thresholds) -> list[Finding]:
     train_falling = drop > 0 and -change > cfg.noise_sigmas * se and -change >= cfg.longer_loss_share * drop
     prev = float(val.iloc[-2])
     val_step = (prev - float(val.iloc[-1])) / abs(prev) if prev else 0.0
-    if len(val) >= 3 and float(val.iloc[-2]) > float(val.iloc[-3]):
+    if len(val) >= 3 and prev > float(val.iloc[-3]):
         val_step = 0.0  # one good evaluation after a worse one is a wobble, not a trend
     val_share = _late_share(val)
     if not (train_falling or val_step >= cfg.longer_val_drop or val_share >= cfg.longer_loss_share):

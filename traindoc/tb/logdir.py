@@ -32,7 +32,7 @@ KERAS_SPLITS = ("train", "validation")
 #: Sibling folders that are one run's splits: Keras writes train/ and validation/,
 #: TensorFlow 2 custom loops commonly train/ and test/ (or val/, eval/).
 SPLITS = ("train", "validation", "val", "valid", "eval", "evaluation", "test")
-LIVE_SECS = 60.0
+LIVE_SECS = fmt.LIVE_SECS
 CACHE_VERSION = 2  # 2: records verified by CRC; caches parsed without the check are read again
 
 
@@ -403,7 +403,7 @@ def align_epochs(data: dict) -> list[str]:
     epoch = data.get(fmt.EPOCH)
     out = []
     for key in _PER_EPOCH:
-        if key not in data or key == fmt.LOSS_RAW:
+        if key not in data:
             continue
         steps, values, walls = data[key]
         if not _epoch_numbered(steps, last, len(train_steps)):
@@ -448,8 +448,11 @@ def _by_epoch_series(ends: np.ndarray, epoch, last: int):
             out.append(int(e_steps[k[-1]]))
         else:  # fractional epochs (the Hugging Face Trainer): the first step at or past e
             k = np.flatnonzero(e_vals >= e - 1e-6)
-            out.append(int(e_steps[k[0]]) if len(k) else (last if e_vals[-1] >= e - 1 else None))
-            if out[-1] is None:
+            if len(k):
+                out.append(int(e_steps[k[0]]))
+            elif e_vals[-1] >= e - 1:  # the last epoch, ended after the counter's last log
+                out.append(last)
+            else:
                 return None
     return np.asarray(out, dtype=np.int64)
 
