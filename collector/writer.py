@@ -128,6 +128,10 @@ class RunWriter:
             self._wake.wait(self.flush_secs)
             self._wake.clear()
             self.flush()
+        # close() may have queued the last window while the flush above was running; drain it
+        # here, so the values are read back on this thread and not on the training thread that
+        # called close() (on a GPU, a sync there)
+        self.flush()
 
     def flush(self) -> None:
         """Drain the queue to disk and refresh meta.json. Safe from any thread."""
