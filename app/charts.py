@@ -13,7 +13,7 @@ import pandas as pd
 import plotly.graph_objects as go
 
 from traindoc import format as fmt
-from traindoc.reader import RunSeries
+from traindoc.series import RunSeries
 from traindoc.rules.base import DEFAULT as THRESHOLDS
 from traindoc.rules.curves import ROLLING_WINDOWS, lr_cuts, written_on_change
 from traindoc.windows import window_stats

@@ -9,17 +9,14 @@ from __future__ import annotations
 
 import os
 import threading
-import time
 import itertools
 from dataclasses import dataclass, field, replace
 
-from traindoc import format as fmt
 from traindoc import remote
-from traindoc.diagnose import InputError, find_runs, open_reader, scan
-from traindoc.reader import RunFormatError, RunSeries
+from traindoc.discovery import InputError, find_runs, open_reader, run_name, scan
+from traindoc.series import RunFormatError, RunSeries
 from traindoc.rules import curve_gaps, diagnose_run, series_found
 
-STALE_SECS = 60.0  # a running run that has not written (not even its heartbeat) for this long is stale
 
 
 #: How often the dashboard brings its mirror of an s3:// root up to date.
@@ -55,8 +52,7 @@ def discover(root: str) -> dict[str, str]:
         files = [os.path.join(p, f) for f in os.listdir(p)] if os.path.isdir(p) else []
         if not _inside(p, root) or not all(_inside(f, root) for f in files):
             continue  # a symlink that leaves ROOT: not ours to read
-        name = os.path.relpath(p, root).replace(os.sep, "/")
-        out[os.path.basename(root) if name == "." else name] = p
+        out[run_name(p, root)] = p
     return out
 
 
@@ -172,16 +168,3 @@ def not_diagnosed_text(ld: Loaded) -> str:
     lacks = curve_gaps(ld.skipped or [])
     found = series_found(ld.series) if ld.series is not None else []
     return f"missing {', '.join(lacks)}; found: {', '.join(found) or 'no series'}"
-
-
-def status_of(meta: dict, now: float | None = None) -> str:
-    """live, finished, crashed or stale (a collector run that stopped writing without closing); a
-    log of another tool that stopped growing is "ended" or "no end marker", as its reader says."""
-    status = meta.get("status")
-    if status == fmt.STATUS_RUNNING:
-        try:
-            updated = float(meta.get("updated") or meta.get("start_time") or 0)
-        except (TypeError, ValueError):
-            updated = 0.0  # not a time: nothing says the run is alive
-        return "live" if (now or time.time()) - updated < STALE_SECS else "stale"
-    return status if status in (fmt.STATUS_FINISHED, fmt.STATUS_CRASHED, *fmt.ARCHIVED) else "unknown"

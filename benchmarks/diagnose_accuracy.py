@@ -29,7 +29,7 @@ from collections import Counter
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from traindoc.diagnose import load  # noqa: E402
+from traindoc.discovery import load  # noqa: E402
 from traindoc.rules import CURVE_RULES, DEFAULT, diagnose_run, judge  # noqa: E402
 from traindoc.rules import together  # noqa: E402
 
@@ -191,7 +191,7 @@ def load_real(real: str) -> list[tuple[dict, object]]:
     labels left out. Logs are read from data/ (made by extract.py from the fetched repositories),
     runs made here by third-party scripts from where they are committed. A run that is missing
     or that traindoc cannot read is kept with None: it counts as diagnosing nothing."""
-    from traindoc.diagnose import InputError, _is_run
+    from traindoc.discovery import InputError, is_run
     from traindoc.tb import is_tb_run
 
     sys.path.insert(0, real)
@@ -207,7 +207,7 @@ def load_real(real: str) -> list[tuple[dict, object]]:
         series = None
         try:
             path = run_path(e, real)
-            if not (os.path.isfile(path) or _is_run(path) or is_tb_run(path)):
+            if not (os.path.isfile(path) or is_run(path) or is_tb_run(path)):
                 raise InputError(f"no run at {path}")
             series = load(path)[0]
         except (InputError, OSError, ValueError) as exc:  # noqa: F841 - unreadable: counted as such

@@ -26,7 +26,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from benchmarks.synth import grow_run, write_run  # noqa: E402
 from traindoc.catalog import Catalog  # noqa: E402
-from traindoc.diagnose import load  # noqa: E402
+from traindoc.discovery import load  # noqa: E402
 from traindoc.rules import diagnose_run  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

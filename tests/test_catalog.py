@@ -11,7 +11,8 @@ import time
 
 import pytest
 
-from traindoc import catalog as catalog_mod
+from traindoc.catalog import pool as catalog_pool
+from traindoc.catalog import version as catalog_version
 from traindoc import collector
 from traindoc.catalog import Catalog
 
@@ -58,7 +59,7 @@ def test_only_changed_runs_are_read_again(cat_root):
 def test_new_code_reindexes_everything(cat_root, monkeypatch):
     _, cat = cat_root
     cat.refresh()
-    monkeypatch.setattr(catalog_mod, "_CODE_VERSION", "another")
+    monkeypatch.setattr(catalog_version, "_CODE_VERSION", "another")
     assert cat.refresh().read == 3
 
 
@@ -75,7 +76,7 @@ def test_rows_hold_what_the_page_and_the_cli_show(cat_root):
     assert rows["broken"]["error"] and rows["broken"]["status"] == "unreadable"
     assert cat.not_runs() == ["notes.txt"]
     # the same reports as diagnosing each run by hand
-    from traindoc.diagnose import load
+    from traindoc.discovery import load
     from traindoc.rules import diagnose_run
 
     for rep in cat.reports():
@@ -148,7 +149,7 @@ def test_worker_processes_give_the_same_index(tmp_path, monkeypatch):
     _copy(["overfit-mlp-adam", "healthy-mlp-sgd", "lr-high-cnn-adam", "lr-low-mlp-sgd"], root)
     serial = Catalog(str(root), cache=str(tmp_path / "serial"))
     serial.refresh(workers=1)
-    monkeypatch.setattr(catalog_mod, "PARALLEL_FROM", 2)
+    monkeypatch.setattr(catalog_pool, "PARALLEL_FROM", 2)
     parallel = Catalog(str(root), cache=str(tmp_path / "parallel"))
     seen = []
     parallel.refresh(workers=2, progress=lambda done, total: seen.append((done, total)))

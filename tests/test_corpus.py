@@ -80,7 +80,7 @@ def test_the_calibrations_memo_gives_what_the_rules_give():
     import random
 
     from benchmarks.diagnose_accuracy import GRID, MemoJudge
-    from traindoc.diagnose import load
+    from traindoc.discovery import load
     from traindoc.rules import DEFAULT, diagnose_run
 
     with open(os.path.join(CORPUS, "labels.json")) as f:

@@ -13,7 +13,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from traindoc.diagnose import diagnose_path, open_reader, scan
+from traindoc.diagnose import diagnose_path
+from traindoc.discovery import open_reader, scan
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "sample_runs"))

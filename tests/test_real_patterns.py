@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 
 from traindoc import format as fmt
-from traindoc.diagnose import load
+from traindoc.discovery import load
 from traindoc.reader import RunSeries
 from traindoc.rules import diagnose_run, diagnose_runs
 from traindoc.rules.sweep import find_sweeps
@@ -117,7 +117,7 @@ def test_a_per_epoch_log_is_judged_and_drawn_point_by_point(tmp_path):
 
 
 def test_archived_logs_say_ended_or_no_end_marker_never_stale(tmp_path):
-    from traindoc.app.data import status_of
+    from traindoc.status import status_of
     from traindoc.catalog import Catalog
 
     _tf2_loop(str(tmp_path / "root" / "tb"), epochs=3, steps_per_epoch=20)

@@ -42,6 +42,14 @@ def _setup():
     return model, torch.optim.SGD(model.parameters(), lr=0.1), x, y
 
 
+def read_url(url):
+    """A run on the store, read as the CLI and the app read it: through its local mirror."""
+    from traindoc.reader import read_run
+    from traindoc.remote import local_root
+
+    return read_run(local_root(url))
+
+
 def _frame(series):
     return {k: list(series.get(k).items()) for k in series.keys}
 
@@ -57,7 +65,7 @@ def test_a_run_written_to_s3_reads_back_whole(s3):
     _train(run, model, opt, x, y, 200)
     run.close()
     local = read_run(run.path)  # the spool
-    remote = read_run("s3://runs/exp/first")
+    remote = read_url("s3://runs/exp/first")
     assert _frame(remote) == _frame(local) and remote.meta["status"] == "finished"
     keys = filesystem().find("runs/exp/first")
     chunks = [k for k in keys if ".chunks/" in k]
@@ -84,8 +92,8 @@ def test_an_outage_mid_run_loses_nothing(s3, tmp_path):
     _train(run, model, opt, x, y, 100)
     run.close()
     assert run._uploader.pending() == 0 and run._uploader.last_error is None
-    assert _frame(read_run("s3://runs/exp/outage")) == _frame(read_run(run.path))
-    assert read_run("s3://runs/exp/outage").last_step == 400
+    assert _frame(read_url("s3://runs/exp/outage")) == _frame(read_run(run.path))
+    assert read_url("s3://runs/exp/outage").last_step == 400
 
 
 def test_a_run_that_ends_while_the_store_is_down_is_pushed_later(s3, tmp_path):
@@ -103,7 +111,7 @@ def test_a_run_that_ends_while_the_store_is_down_is_pushed_later(s3, tmp_path):
     s3.start()
     out = subprocess.run([sys.executable, "-m", "traindoc.cli", "push"], capture_output=True, text=True, env=env)
     assert out.returncode == 0 and "uploaded" in out.stdout, out
-    assert _frame(read_run("s3://runs/exp/late")) == _frame(read_run(run.path))
+    assert _frame(read_url("s3://runs/exp/late")) == _frame(read_run(run.path))
 
 
 def test_cli_and_catalog_read_an_s3_root_fetching_only_what_changed(s3):
@@ -182,7 +190,7 @@ def test_two_machines_one_name_never_mix(s3, tmp_path, monkeypatch):
     assert targets == ["s3://runs/shared/exp", "s3://runs/shared/exp-2"]
     assert any("belongs to another run" in str(w.message) for w in caught)
     for run, *_ in runs:
-        on_bucket = read_run(run.remote)
+        on_bucket = read_url(run.remote)
         assert on_bucket.meta["run_id"] == run.run_id and on_bucket.meta["remote"] == run.remote
         assert _frame(on_bucket) == _frame(read_run(run.path))
     monkeypatch.setenv("TRAINDOC_SPOOL", str(tmp_path / "spool-c"))
@@ -192,7 +200,7 @@ def test_two_machines_one_name_never_mix(s3, tmp_path, monkeypatch):
     _train(late, model, opt, x, y, 20)
     late.close()
     assert late.remote == "s3://runs/shared/exp-3"
-    assert _frame(read_run(late.remote)) == _frame(read_run(late.path))
+    assert _frame(read_url(late.remote)) == _frame(read_run(late.path))
     from traindoc.remote import local_root
 
     mirror = local_root("s3://runs/shared")

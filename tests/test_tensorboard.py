@@ -357,7 +357,7 @@ def test_a_flipped_bit_in_an_event_is_reported_never_read(tmp_path):
 def test_add_scalars_children_join_their_parent(tmp_path):
     from torch.utils.tensorboard import SummaryWriter
 
-    from traindoc.diagnose import find_runs
+    from traindoc.discovery import find_runs
 
     w = SummaryWriter(str(tmp_path / "run"))
     for step in range(1, 61):
@@ -375,7 +375,7 @@ def test_add_scalars_children_join_their_parent(tmp_path):
 def test_tf2_train_and_test_siblings_are_one_run(tmp_path):
     from torch.utils.tensorboard import SummaryWriter
 
-    from traindoc.diagnose import find_runs
+    from traindoc.discovery import find_runs
 
     for split, offset in (("train", 0.0), ("test", 0.2)):
         w = SummaryWriter(str(tmp_path / "exp" / split))

@@ -41,7 +41,8 @@ def _progress_bar():
 
 def cmd_diagnose(args) -> int:
     from . import remote
-    from .diagnose import InputError, diagnose_tree
+    from .diagnose import diagnose_tree
+    from .discovery import InputError
 
     if remote.is_remote(args.path):
         try:
@@ -104,7 +105,7 @@ def _table(reports) -> str:
 
 
 def cmd_export_tb(args) -> int:
-    from .reader import RunFormatError
+    from .series import RunFormatError
     from .tb.export import export_run
 
     if not os.path.isdir(args.run):

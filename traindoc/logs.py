@@ -23,7 +23,7 @@ import time
 import numpy as np
 
 from . import format as fmt
-from .reader import RunFormatError, RunSeries
+from .series import RunFormatError, RunSeries
 
 HF_STATE = "trainer_state.json"
 PL_METRICS = "metrics.csv"

@@ -36,7 +36,8 @@ import os
 import threading
 import time
 
-from .catalog import cache_root
+from . import paths
+from .paths import mirror_path, spool_root
 
 SCHEME = "s3://"
 CHUNKS = ".chunks"
@@ -51,10 +52,6 @@ MIRROR_STATE = ".traindoc-mirror.json"
 def is_remote(path) -> bool:
     """True for an `s3://` URL."""
     return isinstance(path, str) and path.startswith(SCHEME)
-
-
-def _key(url: str) -> str:
-    return hashlib.sha1(url.rstrip("/").encode("utf-8")).hexdigest()[:16]
 
 
 def filesystem(for_uploads: bool = False):
@@ -77,15 +74,6 @@ def _bare(url: str) -> str:
 
 
 # ---- writing -------------------------------------------------------------------------------
-def _spool() -> str:
-    return os.environ.get("TRAINDOC_SPOOL") or os.path.join(cache_root(), "spool")
-
-
-def spool_root(url: str) -> str:
-    """Where the collector writes runs meant for `url` before they are uploaded."""
-    return os.path.join(_spool(), _key(url))
-
-
 class Uploader:
     """Ships one spooled run folder to `<url>/<run>` in the background; see the module docstring."""
 
@@ -275,7 +263,7 @@ def push(spool: str | None = None, attempts: int = 3, pause: float = 2.0) -> lis
     (run folder, fully shipped, the last error if not) for each run found. A run whose upload
     fails is tried `attempts` times, `pause` seconds apart (a store just restarted may refuse
     writes for a moment)."""
-    base = spool or _spool()
+    base = spool or paths.spool_base()
     out = []
     for dirpath, dirnames, filenames in os.walk(base):
         if UPLOAD_STATE in filenames:
@@ -297,11 +285,6 @@ def push(spool: str | None = None, attempts: int = 3, pause: float = 2.0) -> lis
 
 
 # ---- reading -------------------------------------------------------------------------------
-def mirror_path(url: str) -> str:
-    """The local folder that mirrors `url`."""
-    return os.path.join(cache_root(), "mirror", _key(url))
-
-
 #: url -> objects fetched by its last sync (what the tests and the benchmark look at)
 FETCHED: dict[str, int] = {}
 

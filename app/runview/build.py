@@ -6,18 +6,20 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
-import numbers
 import os
 import threading
 from collections import OrderedDict
+from functools import partial
 
 from traindoc import format as fmt
+from traindoc.jsonsafe import plain
 from traindoc.tb.mapping import MEANINGS, save_overrides
 
 from .. import charts
 from ..thin import window
-from ..data import Loaded, discover, not_diagnosed_text, root_dir, shared_store, status_of, with_siblings
+from traindoc.status import status_of
+
+from ..data import Loaded, discover, not_diagnosed_text, root_dir, shared_store, with_siblings
 
 MAX_CUSTOM = 24  # custom scalars drawn on one page
 MAX_PICK = 2000  # runs listed when no run is named
@@ -122,20 +124,7 @@ def view(name: str | None, smoothing: float = 0.6, log_y: bool = False,
     return light[:-1] + ',"figures":' + figures + "}", etag
 
 
-def jsonable(v):
-    """`v` as strict JSON can hold it: NaN and infinities (a config may hold them) as text,
-    numpy numbers as numbers, anything else unknown as its text."""
-    if isinstance(v, dict):
-        return {str(k): jsonable(x) for k, x in v.items()}
-    if isinstance(v, (list, tuple)):
-        return [jsonable(x) for x in v]
-    if isinstance(v, (bool, str)) or v is None:
-        return v
-    if isinstance(v, numbers.Integral):
-        return int(v)
-    if isinstance(v, numbers.Real):
-        return float(v) if math.isfinite(v) else str(float(v))
-    return str(v)
+jsonable = partial(plain, strict=True)  # strict JSON: the browser parses it
 
 
 def _done(out: dict) -> tuple[str, str]:

@@ -13,10 +13,11 @@ import streamlit as st
 
 from traindoc.catalog import Catalog
 from traindoc.rules import curve_gaps
+from traindoc.status import STALE_SECS, status_of
 
-from ..data import STALE_SECS, root_dir, status_of
+from ..data import root_dir
 from ..nav import pages
-from .common import ago, catalog, md, run_link
+from .common import ago, catalog, compare_params, md, run_link
 
 STATUS_ICON = {"live": "● live", "finished": "finished", "crashed": "✖ crashed", "stale": "stale (no writes)",
                "ended": "ended", "no end marker": "no end marker", "unreadable": "unreadable", "unknown": "unknown"}
@@ -111,7 +112,7 @@ def render() -> None:
     p = pages()
     if selected:
         st.page_link(p["compare"], label=f"Compare {len(selected)} selected run(s)",
-                     query_params={"runs": ",".join(selected)})
+                     query_params=compare_params(selected))
     st.subheader("Open a run")
     cols = st.columns(3)
     for i, name in enumerate(view["run"]):  # a full load: the run page is served beside Streamlit

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 
 from traindoc import format as fmt
-from traindoc.reader import RunSeries
+from traindoc.series import RunSeries
 from traindoc.windows import window_stats
 
 

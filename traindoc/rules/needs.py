@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from traindoc import format as fmt
-from traindoc.reader import RunSeries
+from traindoc.series import RunSeries
 
 from .base import Thresholds
 from .curves import loss_curve, lr_series, num_classes

@@ -22,7 +22,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from traindoc import format as fmt
-from traindoc.reader import RunFormatError, RunSeries
+from traindoc import paths
+from traindoc.series import RunFormatError, RunSeries
 from traindoc.windows import window_stats
 
 from .events import read_scalars
@@ -118,11 +119,6 @@ def find_tb_runs(root: str, max_depth: int = 5) -> list[str]:
             found.add(dirpath)
             children.update(_scalars_children(dirpath))
     return sorted(found)
-
-
-def cache_dir() -> str:
-    """Where parsed event files are cached."""
-    return os.environ.get("TRAINDOC_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "traindoc", "tb")
 
 
 @dataclass
@@ -236,7 +232,7 @@ class TBRunReader:
     # ---- cache ----------------------------------------------------------------------
     def _cache_path(self, path: str) -> str:
         key = hashlib.sha1(os.path.realpath(path).encode("utf-8", "surrogateescape")).hexdigest()
-        return os.path.join(cache_dir(), key + ".npz")
+        return os.path.join(paths.tb_cache_dir(), key + ".npz")
 
     def _from_cache(self, path: str, prefix: str) -> _File:
         st = _File(path, prefix)
@@ -259,7 +255,7 @@ class TBRunReader:
         if not self.use_cache:
             return
         try:
-            os.makedirs(cache_dir(), exist_ok=True)
+            os.makedirs(paths.tb_cache_dir(), exist_ok=True)
             ids, steps, walls, values = self._arrays(st)
             target = self._cache_path(st.path)
             tmp = target + f".{os.getpid()}.tmp.npz"
