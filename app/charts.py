@@ -14,9 +14,9 @@ import plotly.graph_objects as go
 
 from traindoc import format as fmt
 from traindoc.series import RunSeries
+from traindoc.rules import CHARTS_OF
 from traindoc.rules.base import DEFAULT as THRESHOLDS
-from traindoc.rules.curves import ROLLING_WINDOWS, lr_cuts, written_on_change
-from traindoc.windows import window_stats
+from traindoc.rules.curves import lr_cuts, raw_loss_curve, written_on_change
 
 from .thin import ema, in_window, thin
 
@@ -24,15 +24,6 @@ MAX_POINTS = 4000  # per trace, after min/max thinning
 COLORS = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#17becf", "#8c564b", "#e377c2"]
 SEVERITY_COLORS = {"error": "rgba(214,39,40,0.10)", "warning": "rgba(255,127,14,0.10)",
                    "info": "rgba(31,119,180,0.08)"}
-#: Which charts show which findings' step ranges.
-FINDINGS_ON = {
-    "loss": {"lr_too_low", "lr_too_high", "early_decay", "initial_loss", "overfitting"},
-    "acc": {"overfitting", "underfitting", "train_longer"},
-    "lr": {"early_decay", "lr_too_low", "lr_too_high"},
-    "ratio": {"update_ratio"},
-}
-
-
 def esc(text) -> str:
     """Text from a run, made inert for plotly's HTML subset."""
     return html.escape(str(text), quote=True)
@@ -54,7 +45,7 @@ def _base(title: str, ytitle: str, uirev: str, log_y: bool = False) -> go.Figure
 def mark_findings(fig: go.Figure, findings: list, chart: str) -> None:
     """Shade each finding's step range on this chart and label it with the rule id."""
     for f in findings:
-        if f.rule not in FINDINGS_ON.get(chart, ()):
+        if chart not in CHARTS_OF.get(f.rule, ()):
             continue
         a, b = f.steps
         if a == b:  # a single step (e.g. the first loss): a line, not an area
@@ -73,21 +64,13 @@ def _line(fig, x, y, name, color, width=2.0, opacity=1.0, dash=None, mode="lines
 
 
 def loss_frame(run: RunSeries) -> pd.DataFrame | None:
-    """step -> mean, std of the train loss (collector windows, or rolling windows of a raw series)."""
-    key = fmt.LOSS_WINDOW + "/mean"
-    if run.has(key):
-        m = run.get(key)
-        var = run.get(fmt.LOSS_WINDOW + "/var").reindex(m.index)
-        return pd.DataFrame({"mean": m, "std": np.sqrt(var.clip(lower=0))})
-    if run.has(fmt.LOSS_RAW):
-        raw = run.get(fmt.LOSS_RAW)
-        if len(raw) < 2 * ROLLING_WINDOWS:  # per-epoch logs: drawn point by point, as the rules judge them
-            return pd.DataFrame({"mean": raw.to_numpy(dtype=float), "std": np.nan}, index=raw.index)
-        width = max(1, len(raw) // min(2000, max(1, len(raw) // 5)))
-        last, st = window_stats(raw.to_numpy(dtype=float), width)
-        return pd.DataFrame({"mean": st["mean"], "std": np.sqrt(st["var"])},
-                            index=pd.Index(raw.index.to_numpy()[last], name="step"))
-    return None
+    """step -> mean, std of the train loss as the rules judge it (`rules.curves.raw_loss_curve`:
+    the collector's windows, or rolling windows of a per-step series, or a per-epoch log point by
+    point), so the chart shows the curve the findings are about."""
+    c = raw_loss_curve(run)
+    if c is None:
+        return None
+    return pd.DataFrame({"mean": c.mean, "std": c.std}, index=pd.Index(c.steps, name="step"))
 
 
 def loss_figure(run: RunSeries, findings: list, smoothing: float = 0.6, log_y: bool = False) -> go.Figure | None:
@@ -108,7 +91,11 @@ def loss_figure(run: RunSeries, findings: list, smoothing: float = 0.6, log_y: b
             band_y = np.clip(band_y, np.nanmin(mean[mean > 0]) / 10 if (mean > 0).any() else 1e-8, None)
         fig.add_trace(go.Scatter(x=band_x, y=band_y, fill="toself", fillcolor="rgba(31,119,180,0.15)",
                                    line=dict(width=0), name="±1 std", hoverinfo="skip"))
-    _line(fig, x, mean, "train loss (raw)", COLORS[0], width=1, opacity=0.3)
+    if run.has(fmt.LOSS_RAW) and not run.has(fmt.LOSS_WINDOW + "/mean"):  # every logged point, faint
+        raw = run.get(fmt.LOSS_RAW)
+        _line(fig, raw.index, raw.to_numpy(dtype=float), "train loss (raw)", COLORS[0], width=1, opacity=0.3)
+    else:
+        _line(fig, x, mean, "train loss (raw)", COLORS[0], width=1, opacity=0.3)
     _line(fig, x, ema(mean, smoothing), "train loss (smoothed)", COLORS[0])
     if run.has(fmt.VAL_LOSS):
         v = run.get(fmt.VAL_LOSS)

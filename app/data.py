@@ -1,8 +1,8 @@
 """The app's only way to the disk: runs under ROOT, read incrementally, diagnosed once per change.
 
-Run names are relative paths found by walking ROOT; a name from the URL is only ever
-looked up in that list, never joined onto a path, and runs whose real path leaves
-ROOT (symlinks) are not listed at all.
+Run names and paths come from the run provider of ROOT (`traindoc.provider`): a name from
+the URL is only ever looked up in its list, never joined onto a path, and runs whose real
+path leaves ROOT (symlinks) are not listed at all.
 """
 
 from __future__ import annotations
@@ -13,7 +13,8 @@ import itertools
 from dataclasses import dataclass, field, replace
 
 from traindoc import remote
-from traindoc.discovery import InputError, find_runs, open_reader, run_name, scan
+from traindoc.discovery import open_reader
+from traindoc.provider import provider_for
 from traindoc.series import RunFormatError, RunSeries
 from traindoc.rules import curve_gaps, diagnose_run, series_found
 
@@ -36,33 +37,11 @@ def root_dir() -> str:
     return os.path.realpath(os.environ.get("TRAINDOC_ROOT", "runs"))
 
 
-def _inside(path: str, root: str) -> bool:
-    real = os.path.realpath(path)
-    return real == root or real.startswith(root.rstrip(os.sep) + os.sep)
-
-
 def discover(root: str) -> dict[str, str]:
-    """name -> path of every run under ROOT (names are paths relative to ROOT, with '/')."""
-    try:
-        paths = find_runs(root)
-    except InputError:
-        return {}
-    out = {}
-    for p in paths:
-        files = [os.path.join(p, f) for f in os.listdir(p)] if os.path.isdir(p) else []
-        if not _inside(p, root) or not all(_inside(f, root) for f in files):
-            continue  # a symlink that leaves ROOT: not ours to read
-        out[run_name(p, root)] = p
-    return out
-
-
-def not_runs(root: str) -> list[str]:
-    """Files and folders under ROOT that are none of the formats traindoc reads (relative names)."""
-    try:
-        _, others = scan(root)
-    except InputError:
-        return []
-    return [os.path.relpath(p, root).replace(os.sep, "/") for p in others if _inside(p, root)]
+    """name -> path of every run under ROOT, from the run provider (the catalog's listing,
+    brought up to date): names are paths relative to ROOT with '/'; runs whose real path leaves
+    ROOT are not listed."""
+    return provider_for(root).list_runs()
 
 
 _VERSIONS = itertools.count()
@@ -125,7 +104,6 @@ class RunStore:
 
 _SHARED_LOCK = threading.Lock()
 _STORE: RunStore | None = None
-_CATALOGS: dict = {}
 
 
 def shared_store() -> RunStore:
@@ -139,22 +117,18 @@ def shared_store() -> RunStore:
 
 def shared_catalog(root: str):
     """One run catalog per root for the whole process (it serialises its own refreshes)."""
-    from traindoc.catalog import Catalog
-
-    with _SHARED_LOCK:
-        if root not in _CATALOGS:
-            _CATALOGS[root] = Catalog(root)
-        return _CATALOGS[root]
+    return provider_for(root).catalog
 
 
-def with_siblings(root: str, name: str, path: str, runs: dict[str, str]) -> Loaded:
+def with_siblings(root: str, name: str, path: str) -> Loaded:
     """The run as loaded, with the findings the run catalog of `root` gives it: its own and what
     the runs in its folder add (sweeps, the task's ceiling). The catalog reads only what changed;
-    a run alone in its folder (`runs`: every run under ROOT) has no siblings, and skips it."""
+    a run alone in its folder has no siblings, and skips it."""
     ld = shared_store().load(name, path)
     if ld.error:
         return ld
     folder = os.path.dirname(os.path.normpath(path))
+    runs = provider_for(root).list_runs(refresh=False)
     if sum(os.path.dirname(os.path.normpath(p)) == folder for p in runs.values()) < 2:
         return ld
     cat = shared_catalog(root)

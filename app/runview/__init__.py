@@ -105,6 +105,11 @@ def routes() -> list:
                                  headers={"Cache-Control": "no-store"})
 
     def run_json(request: Request) -> Response:
+        from . import build
+
+        held = (request.headers.get("if-none-match") or "").strip('"')
+        if held and build.unchanged(*settings(request), held):  # compared before anything is built
+            return Response(status_code=304, headers={"ETag": f'"{held}"', "Cache-Control": "no-cache"})
         text, etag = view(*settings(request))
         headers = {"ETag": f'"{etag}"', "Cache-Control": "no-cache"}
         if request.headers.get("if-none-match") == f'"{etag}"':

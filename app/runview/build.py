@@ -7,7 +7,9 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import math
 import threading
+import time
 from collections import OrderedDict
 from functools import partial
 
@@ -17,7 +19,8 @@ from traindoc.tb.mapping import MEANINGS, save_overrides
 
 from .. import charts
 from ..thin import window
-from traindoc.status import status_of
+from traindoc.provider import provider_for
+from traindoc.status import STALE_SECS, last_alive, status_of
 
 from ..data import Loaded, discover, not_diagnosed_text, root_dir, shared_store, with_siblings
 
@@ -28,6 +31,8 @@ MAX_TAGS = 40  # series offered in the mapping form
 FIGURE_CACHE_SIZE = 32
 
 _cache: OrderedDict[str, str] = OrderedDict()
+#: (root, run, view settings) -> (fingerprint of the files before the read, ETag, valid until)
+_built: OrderedDict[tuple, tuple] = OrderedDict()
 _cache_lock = threading.Lock()
 
 
@@ -87,15 +92,16 @@ def view(name: str | None, smoothing: float = 0.6, log_y: bool = False,
     the charts are zoomed to (None: the whole run). `name` is only ever looked up among the
     runs found under ROOT, never joined onto a path."""
     root = root_dir()
-    runs = discover(root)
     if not name:
-        names = sorted(runs)
+        names = sorted(discover(root))
         out = {"state": "pick", "runs": names[:MAX_PICK], "more": max(0, len(names) - MAX_PICK)}
         return _done(out)
-    if name not in runs:
+    provider = provider_for(root)
+    path = provider.path_of(name)
+    if path is None:
         return _done({"state": "missing", "name": name})
-    path = runs[name]
-    ld = with_siblings(root, name, path, runs)
+    before = provider.fingerprint(name)  # taken before reading: newer bytes only make it differ sooner
+    ld = with_siblings(root, name, path)
     if ld.error:
         return _done({"state": "error", "name": name, "error": ld.error})
     run = ld.series
@@ -121,7 +127,27 @@ def view(name: str | None, smoothing: float = 0.6, log_y: bool = False,
     figures = _figures_json(ld, key, smoothing, log_y, steps)
     light = json.dumps(jsonable(out), allow_nan=False)
     etag = hashlib.sha1((key + light).encode()).hexdigest()[:20]
+    until = last_alive(meta) + STALE_SECS if status == "live" else math.inf
+    with _cache_lock:
+        _built[(root, name, smoothing, log_y, steps)] = (before, etag, until)
+        while len(_built) > FIGURE_CACHE_SIZE * 8:
+            _built.popitem(last=False)
     return light[:-1] + ',"figures":' + figures + "}", etag
+
+
+def unchanged(name: str | None, smoothing: float, log_y: bool, steps, etag: str) -> bool:
+    """True when `etag` is the view `view` built last for these settings and nothing it showed
+    can have changed since: the run's and its siblings' files have the same sizes and mtimes
+    (`RunProvider.fingerprint`, no read, no walk of ROOT) and a live run is still inside its live
+    window. Lets a polling tab get its 304 without the view being rebuilt."""
+    if not name:
+        return False
+    root = root_dir()
+    with _cache_lock:
+        got = _built.get((root, name, smoothing, log_y, steps))
+    if got is None or got[1] != etag or time.time() >= got[2]:
+        return False
+    return provider_for(root).fingerprint(name) == got[0]
 
 
 jsonable = partial(plain, strict=True)  # strict JSON: the browser parses it
@@ -136,10 +162,9 @@ def save_mapping(name: str, chosen: dict, ignored: list) -> str:
     """Give tags of a run traindoc did not write a meaning (or ignore them); the run is read
     and diagnosed again on its next view. Returns the override file's name. Only tags the run
     has and meanings traindoc knows are accepted."""
-    runs = discover(root_dir())
-    if name not in runs:
+    path = provider_for(root_dir()).path_of(name)
+    if path is None:
         raise ValueError(f"no run named {name!r}")
-    path = runs[name]
     ld = shared_store().load(name, path)
     if ld.error:
         raise ValueError(ld.error)

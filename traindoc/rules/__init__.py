@@ -1,6 +1,7 @@
 """The training notes' rules as code: a registry of pure functions run -> findings.
 
-Each rule module has ID, NEEDS and check(run, cfg) -> list[Finding]. `diagnose_run`
+Each rule module has ID, NEEDS, CHARTS (where the run page shades its findings) and
+check(run, cfg) -> list[Finding]. `diagnose_run`
 checks each rule's NEEDS first (`needs.py`): a rule that lacks an input is skipped and
 says what it lacked, so that silence is never read as health. No I/O, no global state.
 """
@@ -15,6 +16,8 @@ from .needs import CURVE_RULES, Diagnosis, curve_gaps, missing, series_found
 
 RULES = (lr_too_low, lr_too_high, early_decay, overfitting, underfitting, train_longer, initial_loss, update_ratio)
 RULE_IDS = tuple(r.ID for r in RULES)
+#: rule id -> the charts of the run page that shade its findings (each rule module's CHARTS)
+CHARTS_OF = {r.ID: r.CHARTS for r in RULES}
 #: After a divergence the curves are no longer about fitting or schedules; these rules
 #: would only re-describe the blow-up, so they stay silent and the divergence speaks.
 MOOT_AFTER_DIVERGENCE = {lr_too_low.ID, early_decay.ID, overfitting.ID, underfitting.ID, train_longer.ID,
@@ -53,5 +56,5 @@ def run_rules(run, cfg: Thresholds = DEFAULT) -> list[Finding]:
     return diagnose_run(run, cfg).findings
 
 
-__all__ = ["CURVE_RULES", "DEFAULT", "RULES", "RULE_IDS", "SEVERITIES", "Diagnosis", "Finding", "Thresholds",
+__all__ = ["CHARTS_OF", "CURVE_RULES", "DEFAULT", "RULES", "RULE_IDS", "SEVERITIES", "Diagnosis", "Finding", "Thresholds",
            "curve_gaps", "diagnose_run", "diagnose_runs", "judge", "run_rules", "series_found", "severity_rank"]

@@ -19,19 +19,26 @@ class Curve:
     steps: np.ndarray
     mean: np.ndarray
     se: np.ndarray  # standard error of each window mean (NaN where unknown)
+    #: the spread of the loss inside each window (NaN where unknown): the band the charts draw
+    std: np.ndarray | None = None
+
+    def __post_init__(self):
+        if self.std is None:
+            self.std = np.full(len(self.steps), np.nan)
 
     def __len__(self) -> int:
         return len(self.steps)
 
     def after(self, step: float) -> "Curve":
         """The part of the curve at or after `step`."""
-        k = self.steps >= step
-        return Curve(self.steps[k], self.mean[k], self.se[k])
+        return self._where(self.steps >= step)
 
     def between(self, a: float, b: float) -> "Curve":
         """The part of the curve with a <= step <= b."""
-        k = (self.steps >= a) & (self.steps <= b)
-        return Curve(self.steps[k], self.mean[k], self.se[k])
+        return self._where((self.steps >= a) & (self.steps <= b))
+
+    def _where(self, k: np.ndarray) -> "Curve":
+        return Curve(self.steps[k], self.mean[k], self.se[k], self.std[k])
 
     def value_at(self, step: float) -> float:
         """Mean of the window that contains `step` (nearest at or after)."""
@@ -49,7 +56,7 @@ def loss_curve(run: RunSeries) -> Curve | None:
     if c is None:
         return None
     keep = np.isfinite(c.mean)  # a NaN/inf window is reported by lr_too_high; the rest is judged
-    return c if keep.all() else Curve(c.steps[keep], c.mean[keep], c.se[keep])
+    return c if keep.all() else c._where(keep)
 
 
 def raw_loss_curve(run: RunSeries) -> Curve | None:
@@ -67,7 +74,7 @@ def _raw_loss_curve(run: RunSeries) -> Curve | None:
         var = run.get(fmt.LOSS_WINDOW + "/var").reindex(m.index)
         cnt = run.get(fmt.LOSS_WINDOW + "/count").reindex(m.index)
         se = np.sqrt(var.to_numpy() / cnt.clip(lower=1).to_numpy())
-        return Curve(m.index.to_numpy(), m.to_numpy(dtype=float), se)
+        return Curve(m.index.to_numpy(), m.to_numpy(dtype=float), se, np.sqrt(var.clip(lower=0).to_numpy()))
     if run.has(fmt.LOSS_RAW):
         raw = run.get(fmt.LOSS_RAW)
         return rolling_curve(raw)
@@ -89,7 +96,7 @@ def rolling_curve(raw: pd.Series, target_windows: int = ROLLING_WINDOWS) -> Curv
         se = np.full(n, np.nanmedian(resid) if len(resid) else np.nan)
         return Curve(raw.index.to_numpy(), vals, se)
     last, st = window_stats(raw.to_numpy(dtype=float), width)
-    return Curve(raw.index.to_numpy()[last], st["mean"], np.sqrt(st["var"] / st["count"]))
+    return Curve(raw.index.to_numpy()[last], st["mean"], np.sqrt(st["var"] / st["count"]), np.sqrt(st["var"]))
 
 
 def noise(c: Curve) -> float:

@@ -10,6 +10,7 @@ from .base import Finding, Thresholds
 from .curves import fitted_change, loss_curve, lr_cuts, lr_series, written_on_change
 
 ID = "early_decay"
+CHARTS = ('loss', 'lr')  # the run page charts that shade this rule's findings
 NEEDS = ("train loss", "learning rate")
 
 

@@ -10,6 +10,7 @@ from .base import Finding, Thresholds
 from .curves import num_classes, series_or_none
 
 ID = "initial_loss"
+CHARTS = ('loss',)  # the run page charts that shade this rule's findings
 NEEDS = ("first train loss", "number of classes")
 
 

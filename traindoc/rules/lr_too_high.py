@@ -11,6 +11,7 @@ from .curves import Curve, first_loss, fitted_change, loss_curve, noise, num_cla
 from .fit_gap import collapsed
 
 ID = "lr_too_high"
+CHARTS = ('loss', 'lr')  # the run page charts that shade this rule's findings
 NEEDS = ("train loss",)
 ADVICE = "Lower the learning rate (try 3x to 10x lower), or introduce LR decay."
 

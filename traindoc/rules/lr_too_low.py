@@ -10,6 +10,7 @@ from .base import Finding, Thresholds
 from .curves import first_loss, fitted_change, loss_curve, noise
 
 ID = "lr_too_low"
+CHARTS = ('loss', 'lr')  # the run page charts that shade this rule's findings
 NEEDS = ("train loss",)
 
 

@@ -11,6 +11,7 @@ from .base import Finding, Thresholds
 from .curves import loss_curve, series_or_none
 
 ID = "overfitting"
+CHARTS = ('loss', 'acc')  # the run page charts that shade this rule's findings
 NEEDS = ("validation accuracy or loss", "train accuracy or loss")
 
 

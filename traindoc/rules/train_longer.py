@@ -12,6 +12,7 @@ from .curves import fitted_change, loss_curve, series_or_none
 from .fit_gap import end_state
 
 ID = "train_longer"
+CHARTS = ('acc',)  # the run page charts that shade this rule's findings
 NEEDS = ("train accuracy or loss", "validation accuracy or loss")
 
 

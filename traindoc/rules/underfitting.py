@@ -7,6 +7,7 @@ from .curves import num_classes
 from .fit_gap import collapsed, end_state
 
 ID = "underfitting"
+CHARTS = ('acc',)  # the run page charts that shade this rule's findings
 NEEDS = ("train accuracy", "validation accuracy")
 
 

@@ -9,6 +9,7 @@ from traindoc import format as fmt
 from .base import Finding, Thresholds
 
 ID = "update_ratio"
+CHARTS = ('ratio',)  # the run page charts that shade this rule's findings
 NEEDS = ("update ratios",)
 
 
