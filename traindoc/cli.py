@@ -42,6 +42,7 @@ def _progress_bar():
 def cmd_diagnose(args) -> int:
     from . import remote
     from .diagnose import diagnose_tree
+    from . import report
     from .discovery import InputError
 
     if remote.is_remote(args.path):
@@ -61,8 +62,11 @@ def cmd_diagnose(args) -> int:
         for line in ([r.error] if r.error else r.warnings):
             _say(f"{r.path}: {line}")
     good = [r for r in reports if not r.error]
-    if args.json:
-        print(json.dumps({"runs": [r.to_dict() for r in good], "not_runs": not_runs}, indent=1))
+    form = "json" if args.json else args.format
+    if form == "json":
+        print(json.dumps(report.as_json(reports, not_runs), indent=1))
+    elif form == "markdown":
+        print(report.as_markdown(reports, not_runs, title=f"traindoc diagnose {os.path.basename(os.path.normpath(args.path))}"))
     else:
         print(_table(good))
     if bad:
@@ -150,7 +154,10 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
     d = sub.add_parser("diagnose", help="run the rules on a run, or on every run under a folder")
     d.add_argument("path")
-    d.add_argument("--json", action="store_true", help="machine-readable output")
+    d.add_argument("--format", choices=("table", "json", "markdown"), default="table",
+                   help="table (default), json (versioned: docs/diagnose-json.md), or markdown for a CI job "
+                        "summary or a pull request comment")
+    d.add_argument("--json", action="store_true", help="the same as --format json")
     d.add_argument("--fail-on", choices=SEVERITIES,
                    help="exit 1 if any finding is at least this severe, or any run could not be diagnosed")
     d.add_argument("--allow-undiagnosed", action="store_true",
