@@ -15,8 +15,9 @@ claim (written before claims existed) belongs to the run id in its meta.json.
 
 The writer side (`Uploader`) runs in a background thread of the training process: the collector
 writes its run folder to a local spool exactly as on a local disk, and every few seconds the
-uploader ships what is new (a chunk per segment that grew, small files that changed; meta.json
-last, so a reader never sees a status ahead of its data). What it has shipped is noted in the
+uploader ships what is new (the new bytes of each segment that grew, as chunks of at most
+MAX_CHUNK_BYTES each; small files that changed; meta.json last, so a reader never sees a status
+ahead of its data). What it has shipped is noted in the
 spool (`.traindoc-upload.json`), so an upload that failed (the store is down, the network is
 cut) is simply sent on a later tick, or by `traindoc push` after the process is gone. Nothing
 here ever raises into the training loop.
@@ -47,6 +48,10 @@ CLAIM = ".claim-"
 #: claims are compared (in the uploader's thread; training never waits for it).
 CLAIM_SETTLE_SECS = 2.0
 MIRROR_STATE = ".traindoc-mirror.json"
+#: The most bytes of a segment that one chunk object holds (S3 takes at most 5 GB in one PUT,
+#: and a chunk is read into memory whole): a backlog after a long outage goes as several
+#: chunks. `$TRAINDOC_MAX_CHUNK_BYTES` overrides it; so does an uploader's `max_chunk_bytes`.
+MAX_CHUNK_BYTES = 64 << 20
 
 
 def is_remote(path) -> bool:
@@ -86,6 +91,7 @@ class Uploader:
         self._lock = threading.Lock()
         self._fs = None
         self._thread: threading.Thread | None = None
+        self.max_chunk_bytes = _chunk_cap()
         state_path = os.path.join(run_dir, UPLOAD_STATE)
         self._state = {"url": self.url, "bin": {}, "small": {}}
         try:
@@ -190,15 +196,21 @@ class Uploader:
                     self._state["target"] = self._claim()
                     self._save()
                 base = _bare(self.target)
+                cap = max(1, int(self.max_chunk_bytes))
                 for name, (done, size) in list(self._segments()):
-                    if size > done:
-                        with open(os.path.join(self.run_dir, name), "rb") as f:
+                    if size <= done:
+                        continue
+                    with open(os.path.join(self.run_dir, name), "rb") as f:
+                        while done < size:  # at most `cap` bytes in memory and in one PUT
                             f.seek(done)
-                            data = f.read(size - done)
-                        self._fs.pipe_file(f"{base}/{name}{CHUNKS}/{done:016d}", data)
-                        self._state["bin"][name] = done + len(data)
-                        self.uploads += 1
-                        self._save()
+                            data = f.read(min(cap, size - done))
+                            if not data:
+                                break  # the file is shorter than it was a moment ago
+                            self._fs.pipe_file(f"{base}/{name}{CHUNKS}/{done:016d}", data)
+                            done += len(data)
+                            self._state["bin"][name] = done  # a failure later resumes from here
+                            self.uploads += 1
+                            self._save()
                 small = [n for n in sorted(os.listdir(self.run_dir))
                          if not n.endswith(".bin") and not n.startswith(".") and
                          os.path.isfile(os.path.join(self.run_dir, n))]
@@ -246,6 +258,17 @@ class Uploader:
             os.replace(tmp, path)
         except OSError:
             pass
+
+
+def _chunk_cap() -> int:
+    """MAX_CHUNK_BYTES, or `$TRAINDOC_MAX_CHUNK_BYTES` where that is a positive whole number."""
+    try:
+        n = int(os.environ.get("TRAINDOC_MAX_CHUNK_BYTES", ""))
+        if n > 0:
+            return n
+    except ValueError:
+        pass
+    return MAX_CHUNK_BYTES
 
 
 def _moved_meta(data: bytes, target: str) -> bytes:
