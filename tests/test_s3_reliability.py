@@ -1,11 +1,14 @@
 """The S3 mirror and uploader under the faults a long run meets, on a real S3 server (SeaweedFS
-`weed mini`): a backlog too big for one PUT."""
+`weed mini`): two processes syncing one URL at once, a mirror segment torn by a crash, and a
+backlog too big for one PUT."""
 
 from __future__ import annotations
 
 import builtins
 import json
 import os
+import subprocess
+import sys
 import time
 
 import pytest
@@ -116,6 +119,134 @@ class Recording:
             self.put.append((path, len(data)))
             return None
         return self._fs.pipe_file(path, data, *args, **kwargs)
+
+
+SYNCER = r"""
+import os, sys, time
+from traindoc import remote
+url, go, done = sys.argv[1:4]
+print(remote.__file__, flush=True)
+seen = None
+while True:  # sync each time the test says go, at the same moment as the other syncer
+    try:
+        with open(go) as f:
+            now = f.read()
+    except OSError:
+        now = None
+    if now == "stop":
+        break
+    if now is None or now == seen:
+        time.sleep(0.002)
+        continue
+    seen = now
+    remote.sync(url)
+    with open(done + ".tmp", "w") as f:
+        f.write(now)
+    os.replace(done + ".tmp", done)
+"""
+
+
+def test_two_processes_syncing_one_url_while_it_is_uploaded_never_double_a_chunk(s3, tmp_path):
+    """The dashboard and the CLI sync the same URL at the same moment, over and over, while a run
+    is uploaded chunk by chunk: every chunk lands once, at its offset, and the mirror reads clean."""
+    from traindoc import remote
+
+    staged = Staged(_source_run(tmp_path), str(tmp_path / "spool" / "r"))
+    url = "s3://runs/race/r"
+    up = remote.Uploader(staged.dst, url)
+    go = str(tmp_path / "go")
+    done = [str(tmp_path / f"done-{i}") for i in range(2)]
+    procs = [subprocess.Popen([sys.executable, "-c", SYNCER, url, go, done[i]], cwd=str(tmp_path),
+                              env=dict(os.environ), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for i in range(2)]
+
+    def both_synced(signal: str) -> None:
+        deadline = time.monotonic() + 120
+        while True:
+            got = []
+            for d in done:
+                try:
+                    with open(d) as f:
+                        got.append(f.read())
+                except OSError:
+                    got.append(None)
+            if got == [signal, signal]:
+                return
+            assert all(p.poll() is None for p in procs), [p.communicate() for p in procs]
+            assert time.monotonic() < deadline, f"the syncers did not sync ({got})"
+            time.sleep(0.005)
+
+    try:
+        steps = 24
+        for i in range(1, steps + 1):  # a chunk at a time; both processes sync it at once
+            staged.grow(i / steps, finished=i == steps)
+            assert up.tick(), up.last_error
+            with open(go + ".tmp", "w") as f:
+                f.write(str(i))
+            os.replace(go + ".tmp", go)
+            both_synced(str(i))
+    finally:
+        with open(go + ".tmp", "w") as f:
+            f.write("stop")
+        os.replace(go + ".tmp", go)
+        outs = [p.communicate(timeout=120) for p in procs]
+    for p, (out, err) in zip(procs, outs):
+        assert p.returncode == 0, err
+        assert os.path.realpath(out.strip()) == os.path.realpath(remote.__file__)  # the code under test
+    assert len([k for k in remote.filesystem().find("runs/race/r") if ".chunks/" in k]) == steps
+    staged.assert_mirrored(remote.mirror_path(url))  # as the syncers left it
+    staged.assert_mirrored(remote.sync(url))
+
+
+def _three_quarters_mirrored(tmp_path, url: str):
+    """A run uploaded in three chunks and mirrored: (staged, uploader, segment path, its bytes)."""
+    from traindoc import remote
+
+    staged = Staged(_source_run(tmp_path), str(tmp_path / "spool" / "r"))
+    up = remote.Uploader(staged.dst, url)
+    for fraction in (0.25, 0.5, 0.75):
+        staged.grow(fraction)
+        assert up.tick(), up.last_error
+    mirror = remote.sync(url)
+    name, data = next(iter(staged.segments.items()))
+    seg = os.path.join(mirror, name)
+    assert os.path.getsize(seg) == int(len(data) * 0.75)
+    return staged, up, seg, data
+
+
+def test_a_mirror_segment_cut_short_is_written_again_by_the_next_sync(s3, tmp_path):
+    """A crash mid-write leaves a mirror segment short, cut inside a chunk: the next sync writes
+    that chunk again instead of skipping every chunk that starts before the file's end."""
+    from traindoc import remote
+
+    url = "s3://runs/short/r"
+    staged, up, seg, data = _three_quarters_mirrored(tmp_path, url)
+    os.truncate(seg, int(len(data) * 0.6))  # inside the last chunk (0.5 .. 0.75)
+    remote.sync(url)
+    with open(seg, "rb") as f:
+        assert f.read() == data[:int(len(data) * 0.75)], "a segment cut short was not written again"
+    staged.grow(1.0, finished=True)
+    assert up.tick(), up.last_error
+    staged.assert_mirrored(remote.sync(url))
+
+
+def test_bytes_past_the_last_chunk_are_cut_off_and_the_next_chunk_lands_at_its_offset(s3, tmp_path):
+    """A write that never completed leaves bytes past the last whole chunk (no record's): the next
+    sync cuts them off, and a chunk uploaded later is written at its own offset, not after them."""
+    from traindoc import remote
+
+    url = "s3://runs/long/r"
+    staged, up, seg, data = _three_quarters_mirrored(tmp_path, url)
+    with open(seg, "ab") as f:
+        f.write(b"\x5a" * 45)
+    remote.sync(url)
+    with open(seg, "rb") as f:
+        assert f.read() == data[:int(len(data) * 0.75)], "bytes past the last chunk were left in the mirror"
+    staged.grow(1.0, finished=True)
+    assert up.tick(), up.last_error
+    with open(seg, "ab") as f:
+        f.write(b"\x5a" * 45)  # torn again, and now the next chunk is waiting past it
+    staged.assert_mirrored(remote.sync(url))
 
 
 def test_a_backlog_goes_as_capped_chunks_and_resumes_after_a_failure(s3, tmp_path, monkeypatch):

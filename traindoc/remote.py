@@ -22,11 +22,15 @@ spool (`.traindoc-upload.json`), so an upload that failed (the store is down, th
 cut) is simply sent on a later tick, or by `traindoc push` after the process is gone. Nothing
 here ever raises into the training loop.
 
-The reader side (`sync`) mirrors a prefix into the cache folder: small files whose ETag
-changed are fetched again, and each segment is rebuilt by appending the chunks it does not
-have yet, in offset order. Everything that reads local runs (the readers, the catalog, the
-dashboard) then reads the mirror. Endpoint and credentials come from the standard variables
-(`AWS_ENDPOINT_URL`, `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_DEFAULT_REGION`).
+The reader side (`sync`) mirrors a prefix into the cache folder: small files whose ETag changed
+are fetched again, and each segment is rebuilt from its chunks in offset order, each chunk
+written at its own offset (so writing one twice is harmless, and a chunk torn by a crash is
+simply written again). The mirror state notes, per segment, where the chunks written whole and
+without a gap end; the file's size is never trusted. One sync of a URL at a time, across
+processes (the dashboard and the CLI): a lock file beside the mirror. Everything that reads
+local runs (the readers, the catalog, the dashboard) then reads the mirror. Endpoint and
+credentials come from the standard variables (`AWS_ENDPOINT_URL`, `AWS_ACCESS_KEY_ID`,
+`AWS_SECRET_ACCESS_KEY`, `AWS_DEFAULT_REGION`).
 """
 
 from __future__ import annotations
@@ -48,6 +52,11 @@ CLAIM = ".claim-"
 #: claims are compared (in the uploader's thread; training never waits for it).
 CLAIM_SETTLE_SECS = 2.0
 MIRROR_STATE = ".traindoc-mirror.json"
+#: The mirror state's layout: {"version", "small": {path: ETag}, "segments": {path: end written}}.
+#: A mirror with another layout (the flat {path: ETag} of before) is fetched again whole once.
+MIRROR_STATE_VERSION = 2
+#: How long a sync waits for another process's sync of the same URL before it gives up.
+MIRROR_LOCK_TIMEOUT = 600.0
 #: The most bytes of a segment that one chunk object holds (S3 takes at most 5 GB in one PUT,
 #: and a chunk is read into memory whole): a backlog after a long outage goes as several
 #: chunks. `$TRAINDOC_MAX_CHUNK_BYTES` overrides it; so does an uploader's `max_chunk_bytes`.
@@ -314,23 +323,40 @@ FETCHED: dict[str, int] = {}
 
 def sync(url: str, fs=None) -> str:
     """Bring the local mirror of `url` up to date; returns its path. Only objects whose ETag is new
-    are fetched; segments grow by their new chunks only."""
-    fetched = 0
+    are fetched; segments grow by their new chunks only. Another process's sync of the same URL
+    is waited for (MIRROR_LOCK_TIMEOUT at most: then filelock.Timeout)."""
+    import filelock
+
     fs = fs or filesystem()
     local = mirror_path(url)
     os.makedirs(local, exist_ok=True)
+    # Beside the mirror, not in it: the mirror holds runs (and its state) only.
+    with filelock.FileLock(f"{local.rstrip(os.sep)}.lock", timeout=MIRROR_LOCK_TIMEOUT):
+        fetched = _sync(url, fs, local)
+    FETCHED[url] = fetched
+    return local
+
+
+def _sync(url: str, fs, local: str) -> int:
+    fetched = 0
     state_path = os.path.join(local, MIRROR_STATE)
     try:
         with open(state_path) as f:
             state = json.load(f)
     except (OSError, ValueError):
-        state = {}
+        state = None
+    if not isinstance(state, dict) or state.get("version") != MIRROR_STATE_VERSION:
+        # Nothing known (or a mirror built by appending at the file's size, which may hold a
+        # chunk twice): everything is fetched again once.
+        state = {"version": MIRROR_STATE_VERSION, "small": {}, "segments": {}}
+    small_state, seg_state = state.setdefault("small", {}), state.setdefault("segments", {})
     base = _bare(url)
     try:
         objects = fs.find(base, detail=True)
     except FileNotFoundError:
         objects = {}
-    chunks: dict[str, list[tuple[int, str]]] = {}
+    small: list[tuple[str, str, str]] = []
+    chunks: dict[str, list[tuple[int, int | None, str]]] = {}
     for key, info in sorted(objects.items()):
         rel = key[len(base):].lstrip("/")
         if not rel or info.get("type") == "directory":
@@ -340,32 +366,69 @@ def sync(url: str, fs=None) -> str:
         if f"{CHUNKS}/" in rel:
             target, offset = rel.rsplit(f"{CHUNKS}/", 1)
             if offset.isdigit():
-                chunks.setdefault(target, []).append((int(offset), key))
+                size = info.get("size")
+                chunks.setdefault(target, []).append((int(offset), size if isinstance(size, int) else None, key))
             continue
-        etag = str(info.get("ETag") or info.get("etag") or info.get("size"))
-        if state.get(rel) == etag:
-            continue
-        data = fs.cat_file(key)
-        _write(os.path.join(local, rel), data)
-        state[rel] = etag
-        fetched += 1
-    for target, parts in chunks.items():
-        path = os.path.join(local, target)
-        have = os.path.getsize(path) if os.path.exists(path) else 0
-        for offset, key in sorted(parts):
-            if offset < have:
-                continue  # already appended
-            if offset > have:
-                break  # a gap: its chunk is not listed yet; the next sync goes on from here
-            data = fs.cat_file(key)
-            os.makedirs(os.path.dirname(path), exist_ok=True)
-            with open(path, "ab") as f:
-                f.write(data)
-            have += len(data)
-            fetched += 1
+        small.append((rel, key, str(info.get("ETag") or info.get("etag") or info.get("size"))))
+    for rel, key, etag in small:
+        fetched += _fetch_small(fs, local, rel, key, etag, small_state)
+    for target, parts in sorted(chunks.items()):
+        seg_state[target], n = _sync_segment(fs, os.path.join(local, target), sorted(parts),
+                                             seg_state.get(target, 0))
+        fetched += n
     _write(state_path, json.dumps(state).encode())
-    FETCHED[url] = fetched
-    return local
+    return fetched
+
+
+def _fetch_small(fs, local: str, rel: str, key: str, etag: str, known: dict) -> int:
+    """Fetch one small file whose ETag changed (replaced whole, by a rename); 1 if fetched."""
+    if known.get(rel) == etag:
+        return 0
+    _write(os.path.join(local, rel), fs.cat_file(key))
+    known[rel] = etag
+    return 1
+
+
+def _sync_segment(fs, path: str, parts: list, done: int) -> tuple[int, int]:
+    """Write the chunks of one segment that lie past `done` (where the chunks written whole and
+    without a gap end), each at its own offset; (the new end, chunks fetched). A file cut short
+    (a crash mid-write, a torn copy) is written again from the chunk it was cut in; bytes past
+    the end (a torn or doubled append of an older mirror) are cut off."""
+    try:
+        have = os.path.getsize(path)
+    except OSError:
+        have = 0
+    if have < done:
+        done = max([offset for offset, _, _ in parts if offset <= have], default=0)
+    fetched = 0
+    for offset, size, key in parts:
+        if offset + (size if size is not None else 1) <= done:
+            continue  # written already
+        if offset > done:
+            break  # a gap: its chunk is not listed yet; the next sync goes on from here
+        data = fs.cat_file(key)
+        _write_at(path, offset, data)
+        done = max(done, offset + len(data))
+        fetched += 1
+    try:
+        if os.path.getsize(path) > done:
+            os.truncate(path, done)
+    except OSError:
+        pass
+    return done, fetched
+
+
+def _write_at(path: str, offset: int, data: bytes) -> None:
+    """Write `data` at `offset` of `path` (created if need be): the same bytes twice are harmless."""
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o666)
+    try:
+        view = memoryview(data)
+        while view:
+            n = os.pwrite(fd, view, offset)
+            view, offset = view[n:], offset + n
+    finally:
+        os.close(fd)
 
 
 def _write(path: str, data: bytes) -> None:
