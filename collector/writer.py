@@ -4,22 +4,33 @@ The training thread only ever appends to a deque (no lock, no I/O, no device
 sync). A daemon thread drains it every `flush_secs`, turns deferred device
 values into floats, and appends whole 32-byte records to the current segment.
 Any OS error is reported once and never reaches the training thread.
+
+Shutdown is bounded: `close()` lets the thread write what is queued and the final
+metadata, waiting at most its timeout. A thread stuck inside a write (a hung disk or
+network filesystem, a GPU that never finishes a copy) is left behind, and the run's
+ending is written to meta.json by the closing thread, without the lock the stuck thread
+holds.
 """
 
 from __future__ import annotations
 
 import collections
+import errno
 import json
 import os
 import threading
 import time
 import warnings
+from collections.abc import MutableMapping
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
 from traindoc import format as fmt
 
 from . import stats
+
+#: How long close() waits for the writer thread by default (the whole shutdown's budget).
+CLOSE_TIMEOUT_SECS = 5.0
 
 
 @dataclass
@@ -47,6 +58,61 @@ class WriterStats:
     dropped: int = 0
     write_errors: int = 0
     warnings: list = field(default_factory=list)
+    # records are dropped by the training thread (queue full) and by the writer (retry
+    # buffer full): `+=` from two threads can lose counts, so dropping counts under a lock
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
+
+    def count_dropped(self, n: int = 1) -> int:
+        """Add `n` dropped records; returns the new total."""
+        with self._lock:
+            self.dropped += n
+            return self.dropped
+
+
+class SharedMeta(MutableMapping):
+    """The run's metadata: changed by the training thread, written by the writer thread.
+
+    Every change and every serialisation takes one lock, so meta.json is always written
+    from a consistent snapshot (serialising a dict while another thread adds a key raises
+    "dictionary changed size during iteration")."""
+
+    def __init__(self, initial: dict):
+        self._data = dict(initial)
+        self._lock = threading.Lock()
+
+    def __getitem__(self, key):
+        with self._lock:
+            return self._data[key]
+
+    def __setitem__(self, key, value) -> None:
+        with self._lock:
+            self._data[key] = value
+
+    def __delitem__(self, key) -> None:
+        with self._lock:
+            del self._data[key]
+
+    def __iter__(self):
+        return iter(self.snapshot())
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+    def update(self, other=(), **changes) -> None:
+        """Several changes at once: a snapshot sees all of them or none."""
+        with self._lock:
+            self._data.update(other, **changes)
+
+    def snapshot(self) -> dict:
+        """A shallow copy, taken under the lock."""
+        with self._lock:
+            return dict(self._data)
+
+    def to_json(self, **changes) -> str:
+        """meta.json's text with `changes` applied, serialised under the lock."""
+        with self._lock:
+            self._data.update(changes)
+            return json.dumps(self._data, indent=1, default=str, allow_nan=True)
 
 
 class RunWriter:
@@ -59,7 +125,7 @@ class RunWriter:
         self.path = path
         self.run_id = meta["run_id"]
         self._run_id_bytes = bytes.fromhex(self.run_id)
-        self.meta = meta
+        self.meta = meta if isinstance(meta, SharedMeta) else SharedMeta(meta)
         self.flush_secs = flush_secs
         self.max_pending = max_pending
         self.retry_limit = retry_limit
@@ -68,12 +134,15 @@ class RunWriter:
         self._retry: list = []  # packed records that failed to write
         self._key_ids: dict[str, int] = dict(keys or {})
         self._new_keys: list[tuple[int, str]] = []
+        self._keys_good = _whole_lines_size(os.path.join(path, fmt.KEYS_FILE))
         self._segment = 0
         self._fd: int | None = None
         self._good_size = 0
         self._warned: set[str] = set()
         self._wake = threading.Event()
         self._stop = False
+        self._final: dict | None = None  # the ending, written by the thread's last flush
+        self._final_ok: bool | None = None  # how that last flush went (None: not done)
         self._lock = threading.Lock()  # serialises flushes (thread vs close/signal)
         os.makedirs(path, exist_ok=True)
         while os.path.exists(self._segment_path()):  # a resumed run: never append to an old segment
@@ -86,9 +155,8 @@ class RunWriter:
     def put(self, item) -> None:
         """Queue a (key, step, wall, value) tuple or a Deferred. Never blocks."""
         if len(self._queue) >= self.max_pending:
-            self.stats.dropped += 1
-            if self.stats.dropped == 1:
-                self.warn("queue", "traindoc: writer is behind; dropping records (counted in meta.json)")
+            self.stats.count_dropped(1)
+            self.warn("queue", "traindoc: writer is behind; dropping records (counted in meta.json)")
             return
         self._queue.append(item)
         if len(self._queue) > self.max_pending // 2:
@@ -105,22 +173,39 @@ class RunWriter:
         except Exception:  # warnings turned into errors must not end training
             pass
 
-    def close(self, final_meta: dict) -> None:
-        """Write everything queued, the final metadata, and stop the thread."""
+    def close(self, final_meta: dict, timeout: float = CLOSE_TIMEOUT_SECS) -> bool:
+        """Write everything queued and the final metadata, and stop the thread, waiting at
+        most `timeout` seconds. True if it all went to disk; False if the thread was stuck:
+        then meta.json still says how the run ended (`end_note` says what is missing)."""
+        deadline = time.monotonic() + max(0.0, timeout)
+        self._final = dict(final_meta)
         self._stop = True
         self._wake.set()
-        if self._thread.is_alive() and threading.current_thread() is not self._thread:
-            self._thread.join(timeout=30)
-        self.meta.update(final_meta)
-        self.flush()
-        with self._lock:
-            if self._fd is not None:
+        if threading.current_thread() is self._thread:
+            return self._final_flush()
+        self._thread.join(timeout=max(0.0, deadline - time.monotonic()))
+        if not self._thread.is_alive():
+            # the thread's last flush wrote the records and then the final metadata; anything
+            # left (the thread had died, or close was called twice) is written here
+            if self._lock.acquire(timeout=max(0.0, deadline - time.monotonic())):
                 try:
-                    os.fsync(self._fd)
-                    os.close(self._fd)
-                except OSError:
-                    pass
-                self._fd = None
+                    if self._final_ok is None or self._queue or self._retry:
+                        self._final_ok = self._final_flush(locked=True)
+                    return self._final_ok
+                finally:
+                    self._lock.release()
+        self._mark_ended_without_lock(timeout)
+        return False
+
+    def _mark_ended_without_lock(self, timeout: float) -> None:
+        """The thread is stuck inside a write and holds the lock: write meta.json's ending from
+        this thread (its own temporary file, then an atomic rename). If the thread ever gets
+        going again, its meta.json says the same (the ending is in the shared metadata)."""
+        unwritten = len(self._queue) + sum(len(p) for p in self._retry) // fmt.RECORD_SIZE
+        self.meta.update(self._final or {}, end_note=(
+            f"the writer did not finish within {timeout:g} s (stuck in a write); "
+            f"{unwritten} queued item(s) and whatever it was writing may be missing"))
+        self._write_meta()
 
     # ---- writer thread --------------------------------------------------------------
     def _loop(self) -> None:
@@ -130,24 +215,49 @@ class RunWriter:
             self.flush()
         # close() may have queued the last window while the flush above was running; drain it
         # here, so the values are read back on this thread and not on the training thread that
-        # called close() (on a GPU, a sync there)
-        self.flush()
+        # called close() (on a GPU, a sync there); then the final metadata, after the records
+        self._final_ok = self._final_flush()
+
+    def _final_flush(self, locked: bool = False) -> bool:
+        """The last flush: records, then the final metadata, then the segment closed."""
+        if not locked:
+            with self._lock:
+                return self._final_flush(locked=True)
+        errors = self.stats.write_errors
+        self._flush_locked(final=True)
+        if self._fd is not None:
+            try:
+                os.fsync(self._fd)
+            except OSError:
+                pass
+            self._close_fd()
+        ok = self.stats.write_errors == errors and not self._retry
+        if ok and "end_note" in self.meta:  # close() had given up on this thread; it caught up
+            self.meta["end_note"] = ("close() found the writer stuck in a write; it finished afterwards, "
+                                     "and nothing is missing")
+            self._write_meta()
+        return ok
 
     def flush(self) -> None:
         """Drain the queue to disk and refresh meta.json. Safe from any thread."""
         with self._lock:
+            self._flush_locked()
+
+    def _flush_locked(self, final: bool = False) -> None:
+        try:
+            packed = self._drain()
             try:
-                packed = self._drain()
-                try:
-                    self._write_keys()
-                except Exception:
-                    self._keep_for_retry(packed)
-                    raise
-                self._write_records(packed)
-            except Exception as exc:  # a logging failure never ends training
-                self.stats.write_errors += 1
-                self.warn("flush:" + type(exc).__name__, f"traindoc: could not write run data: {exc!r}")
-            self._write_meta()
+                self._write_keys()
+            except Exception:
+                self._keep_for_retry(packed)
+                raise
+            self._write_records(packed)
+        except Exception as exc:  # a logging failure never ends training
+            self.stats.write_errors += 1
+            self.warn("flush:" + type(exc).__name__, f"traindoc: could not write run data: {exc!r}")
+        if final and self._final is not None:
+            self.meta.update(self._final)
+        self._write_meta()
 
     def _drain(self) -> list[bytes]:
         out = self._retry
@@ -181,17 +291,38 @@ class RunWriter:
         return kid
 
     def _write_keys(self) -> None:
-        # Keys go to disk before any record that uses them, so a reader never sees
-        # a record whose key it cannot name.
+        """Append the new keys' lines to keys.jsonl, whole lines only.
+
+        Keys go to disk before any record that uses them, so a reader never sees a record
+        whose key it cannot name. A write that failed part-way (a full disk) leaves half a
+        line: it is cut off before the next write, or that key's line would stay unreadable
+        and every record of the key would count as corrupt."""
         keys_path = os.path.join(self.path, fmt.KEYS_FILE)
         if self._key_ids and not os.path.exists(keys_path):
             self._new_keys = sorted((i, k) for k, i in self._key_ids.items())  # folder was recreated
+            self._keys_good = 0
         if not self._new_keys:
             return
-        text = "".join(fmt.key_line(i, k, self.run_id) for i, k in self._new_keys)
+        data = "".join(fmt.key_line(i, k, self.run_id) for i, k in self._new_keys).encode("utf-8")
         self._ensure_dir()
-        with open(keys_path, "a", encoding="utf-8") as f:
-            f.write(text)
+        fd = os.open(keys_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        try:
+            size = os.fstat(fd).st_size
+            if size > self._keys_good:
+                os.ftruncate(fd, self._keys_good)  # half a line from a failed write
+            elif size < self._keys_good:
+                self._keys_good = size  # cut by someone else: go on from what is there
+            try:
+                _write_all(fd, data)
+            except OSError:
+                try:
+                    os.ftruncate(fd, self._keys_good)  # cutting needs no space: do it now if we can
+                except OSError:
+                    pass  # and before the next write otherwise
+                raise
+            self._keys_good += len(data)
+        finally:
+            os.close(fd)
         self._new_keys = []
 
     def _write_records(self, packed: list[bytes]) -> None:
@@ -202,7 +333,7 @@ class RunWriter:
             fd = self._open_segment()
             n = os.write(fd, data)
             if n != len(data):
-                raise OSError(28, "short write")
+                raise OSError(errno.ENOSPC, "short write")
             self._good_size += n
             self.stats.written += n // fmt.RECORD_SIZE
         except OSError as exc:
@@ -215,7 +346,7 @@ class RunWriter:
         data = b"".join(packed)
         n = len(data) // fmt.RECORD_SIZE
         if n > self.retry_limit:
-            self.stats.dropped += n - self.retry_limit
+            self.stats.count_dropped(n - self.retry_limit)
             data = data[-self.retry_limit * fmt.RECORD_SIZE:]
         self._retry = [data] if data else []
 
@@ -233,9 +364,16 @@ class RunWriter:
             path = self._segment_path()
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
         header = fmt.header_bytes(self._run_id_bytes)
-        if os.write(fd, header) != len(header):
+        try:
+            if os.write(fd, header) != len(header):
+                raise OSError(errno.ENOSPC, "short write of segment header")
+        except OSError:
             os.close(fd)
-            raise OSError(28, "short write of segment header")
+            try:
+                os.unlink(path)  # a segment without its whole header is no segment: try again later
+            except OSError:
+                pass
+            raise
         self._fd, self._good_size = fd, len(header)
         return fd
 
@@ -264,16 +402,37 @@ class RunWriter:
             os.makedirs(self.path, exist_ok=True)
 
     def _write_meta(self) -> None:
-        self.meta["updated"] = time.time()
-        self.meta["records_written"] = self.stats.written
-        self.meta["records_dropped"] = self.stats.dropped
-        self.meta["write_errors"] = self.stats.write_errors
-        self.meta["warnings"] = list(self.stats.warnings)
+        """Replace meta.json atomically. Called by the writer thread and, when it is stuck,
+        by close(): each thread writes its own temporary file."""
         try:
+            text = self.meta.to_json(updated=time.time(), records_written=self.stats.written,
+                                     records_dropped=self.stats.dropped, write_errors=self.stats.write_errors,
+                                     warnings=list(self.stats.warnings))
             self._ensure_dir()
-            tmp = os.path.join(self.path, f".{fmt.META_FILE}.{os.getpid()}.tmp")
+            tmp = os.path.join(self.path, f".{fmt.META_FILE}.{os.getpid()}.{threading.get_ident()}.tmp")
             with open(tmp, "w", encoding="utf-8") as f:
-                json.dump(self.meta, f, indent=1, default=str, allow_nan=True)
+                f.write(text)
             os.replace(tmp, os.path.join(self.path, fmt.META_FILE))
         except Exception as exc:
             self.warn("meta:" + type(exc).__name__, f"traindoc: could not write meta.json: {exc!r}")
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    """os.write until all of `data` is written; a write that takes nothing is a full disk."""
+    view = memoryview(data)
+    while view:
+        n = os.write(fd, view)
+        if n <= 0:
+            raise OSError(errno.ENOSPC, "no space left for keys.jsonl")
+        view = view[n:]
+
+
+def _whole_lines_size(path: str) -> int:
+    """Length of `path` up to its last newline (0 if it does not exist): where a resumed
+    run's key lines may be appended."""
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except OSError:
+        return 0
+    return data.rfind(b"\n") + 1

@@ -13,7 +13,8 @@ import torch
 import torch.nn.functional as F
 
 from traindoc import collector
-from traindoc.reader import read_run
+from traindoc import format as fmt
+from traindoc.reader import RunReader, read_run
 from tests.conftest import blobs, mlp
 
 
@@ -204,3 +205,63 @@ def test_bad_values_and_devices_warn_once(root):
     assert msgs and len(msgs) == len(set(msgs))
     s = read_run(run.path)
     assert s.get("train/loss/mean").tolist() == [1.5, 1.5]  # the good values were recorded
+
+
+def test_disk_full_mid_key_line_then_freed_every_key_reads_back(tmp_path):
+    """The disk fills up while a new key's line is being appended to keys.jsonl: only the part
+    that fits in the file's last block is written. Once space is freed, the writer must cut that
+    half line before appending again, or the key can never be named and every record of it
+    counts as corrupt."""
+    mnt = str(tmp_path / "small")
+    block = 4096
+    with tmpfs(mnt, size="128k"):
+        model = mlp()
+        opt = torch.optim.SGD(model.parameters(), lr=0.05)
+        run = collector.attach(model, opt, root=mnt, name="keys", log_every=1, ratio_every=0, flush_secs=3600)
+        keys_path = os.path.join(run.path, "keys.jsonl")
+        filler = os.path.join(mnt, "filler")
+        x, y = blobs(n=4096)
+        step = {"n": 0}
+
+        def train(steps, extra=()):
+            for _ in range(steps):
+                b = (step["n"] * 32) % 4000
+                out = model(x[b:b + 32])
+                loss = F.cross_entropy(out, y[b:b + 32])
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+                run.log_train(loss, output=out, target=y[b:b + 32])
+                run.log({k: float(step["n"]) for k in extra})
+                step["n"] += 1
+            run.writer_flush_for_test()
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            train(3)
+            metrics = []  # more keys, until the next key's line no longer fits in keys.jsonl's last block
+            while True:
+                late = f"metric_{len(metrics):03d}"
+                with open(keys_path, "rb") as f:
+                    data = f.read()
+                room = -len(data) % block or block
+                if room < len(fmt.key_line(data.count(b"\n"), f"custom/{late}", run.run_id)):
+                    break
+                metrics.append(late)
+                train(1, extra=metrics)
+            train(2, extra=metrics)
+            fill_disk(filler)
+            train(5, extra=metrics + [late])  # its line is written only in part: the disk is full
+            assert run._writer.stats.write_errors > 0
+            os.remove(filler)  # space again
+            train(5, extra=metrics + [late])
+            run.close()
+        reader = RunReader(run.path)
+        reader.poll()
+        reader.poll()  # records whose key was unknown on the first poll are counted as corrupt on the second
+        s = reader.series()
+        assert reader.problems == [], reader.problems
+        assert s.get("train/loss/mean").index.tolist() == list(range(1, step["n"] + 1))
+        assert len(s.get(f"custom/{late}")) == 10  # all of the late key's records, the full-disk ones too
+        for m in metrics:
+            assert f"custom/{m}" in s.keys
