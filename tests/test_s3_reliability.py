@@ -1,6 +1,6 @@
 """The S3 mirror and uploader under the faults a long run meets, on a real S3 server (SeaweedFS
-`weed mini`): two processes syncing one URL at once, a mirror segment torn by a crash, and a
-backlog too big for one PUT."""
+`weed mini`): two processes syncing one URL at once, a mirror segment torn by a crash, a
+finished run whose meta.json must not overtake its records, and a backlog too big for one PUT."""
 
 from __future__ import annotations
 
@@ -247,6 +247,59 @@ def test_bytes_past_the_last_chunk_are_cut_off_and_the_next_chunk_lands_at_its_o
     with open(seg, "ab") as f:
         f.write(b"\x5a" * 45)  # torn again, and now the next chunk is waiting past it
     staged.assert_mirrored(remote.sync(url))
+
+
+def test_meta_json_is_mirrored_last_so_the_catalog_never_keeps_a_truncated_run(s3, tmp_path):
+    """A run finishes: its last chunks and its finished meta.json arrive in one sync. The catalog
+    (the dashboard, refreshing while the sync runs) must never see status=finished beside short
+    segments, which it would keep for good (a settled run is checked by its folder's mtime only)."""
+    from traindoc import remote
+    from traindoc.catalog import Catalog
+    from traindoc.reader import read_run
+
+    src = _source_run(tmp_path)
+    last_step = read_run(src).last_step
+    staged = Staged(src, str(tmp_path / "spool" / "r"))
+    url = "s3://runs/order"
+    up = remote.Uploader(staged.dst, f"{url}/r")
+    staged.grow(0.5)
+    assert up.tick(), up.last_error
+    mirror = remote.sync(url)
+    run_dir = os.path.join(mirror, "r")
+    cat = Catalog(mirror)
+    cat.refresh()
+    rows, _ = cat.query()
+    assert [(r["name"], r["status"]) for r in rows] == [("r", "running")] and rows[0]["steps"] < last_step
+
+    staged.grow(1.0, finished=True)
+    assert up.tick(), up.last_error
+    seen = []
+
+    def dashboard_refresh():  # the dashboard's catalog refresh, landing while the sync fetches records
+        cat = Catalog(mirror)
+        cat.refresh()
+        seen.append(cat.query()[0][0]["status"])
+
+    fs = Recording(remote.filesystem(), on_chunk_read=dashboard_refresh)
+    remote.sync(url, fs=fs)
+
+    wrong = []
+    names = [k.rsplit("/", 1)[-1] for k in fs.read]
+    if "meta.json" not in names or names.index("meta.json") != len(names) - 1:
+        wrong.append(f"meta.json is not the last object fetched: {names}")
+    meta_mtime = os.stat(os.path.join(run_dir, "meta.json")).st_mtime_ns
+    for name in staged.segments:
+        if os.stat(os.path.join(run_dir, name)).st_mtime_ns > meta_mtime:
+            wrong.append(f"meta.json is older than {name}")
+    if "finished" in seen:
+        wrong.append(f"the catalog saw status finished mid-sync: {seen}")
+    cat = Catalog(mirror)
+    cat.refresh()
+    row = cat.query()[0][0]
+    if (row["status"], row["steps"]) != ("finished", last_step):
+        wrong.append(f"the catalog keeps {row['status']} at step {row['steps']}, not finished at {last_step}")
+    assert not wrong, wrong
+    staged.assert_mirrored(run_dir)
 
 
 def test_a_backlog_goes_as_capped_chunks_and_resumes_after_a_failure(s3, tmp_path, monkeypatch):

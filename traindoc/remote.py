@@ -27,10 +27,13 @@ are fetched again, and each segment is rebuilt from its chunks in offset order, 
 written at its own offset (so writing one twice is harmless, and a chunk torn by a crash is
 simply written again). The mirror state notes, per segment, where the chunks written whole and
 without a gap end; the file's size is never trusted. One sync of a URL at a time, across
-processes (the dashboard and the CLI): a lock file beside the mirror. Everything that reads
-local runs (the readers, the catalog, the dashboard) then reads the mirror. Endpoint and
-credentials come from the standard variables (`AWS_ENDPOINT_URL`, `AWS_ACCESS_KEY_ID`,
-`AWS_SECRET_ACCESS_KEY`, `AWS_DEFAULT_REGION`).
+processes (the dashboard and the CLI): a lock file beside the mirror. Data is written before
+meta.json (keys.jsonl and other small files, then the segments, then meta.json), so the mirror
+never shows a status ahead of its records, and the last write of a sync that changed a run is a
+rename in its folder, which tells the catalog the run changed. Everything that reads local runs
+(the readers, the catalog, the dashboard) then reads the mirror. Endpoint and credentials come
+from the standard variables (`AWS_ENDPOINT_URL`, `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`,
+`AWS_DEFAULT_REGION`).
 """
 
 from __future__ import annotations
@@ -347,7 +350,7 @@ def _sync(url: str, fs, local: str) -> int:
         state = None
     if not isinstance(state, dict) or state.get("version") != MIRROR_STATE_VERSION:
         # Nothing known (or a mirror built by appending at the file's size, which may hold a
-        # chunk twice): everything is fetched again once.
+        # chunk twice): everything is fetched again once, meta.json last as always.
         state = {"version": MIRROR_STATE_VERSION, "small": {}, "segments": {}}
     small_state, seg_state = state.setdefault("small", {}), state.setdefault("segments", {})
     base = _bare(url)
@@ -370,12 +373,17 @@ def _sync(url: str, fs, local: str) -> int:
                 chunks.setdefault(target, []).append((int(offset), size if isinstance(size, int) else None, key))
             continue
         small.append((rel, key, str(info.get("ETag") or info.get("etag") or info.get("size"))))
-    for rel, key, etag in small:
+    # keys.jsonl (and the other small files) first, so no record arrives before its key; then the
+    # segments; meta.json last, so its status is never ahead of the records
+    metas = [s for s in small if s[0].rsplit("/", 1)[-1] == "meta.json"]
+    for rel, key, etag in [s for s in small if s not in metas]:
         fetched += _fetch_small(fs, local, rel, key, etag, small_state)
     for target, parts in sorted(chunks.items()):
         seg_state[target], n = _sync_segment(fs, os.path.join(local, target), sorted(parts),
                                              seg_state.get(target, 0))
         fetched += n
+    for rel, key, etag in metas:
+        fetched += _fetch_small(fs, local, rel, key, etag, small_state)
     _write(state_path, json.dumps(state).encode())
     return fetched
 
