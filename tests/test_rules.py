@@ -234,3 +234,26 @@ def test_train_longer_from_the_losses():
     assert "train_longer" in rules_fired(s)
     s["val/loss"] = pd.Series([1.9, 1.7, 1.8], index=[130, 260, 400])
     assert "train_longer" not in rules_fired(s)
+
+
+def test_a_loss_that_went_nan_in_its_first_windows_is_a_divergence_not_undiagnosed():
+    """LR far too high: two finite windows, then NaN for the rest of the run. Too few finite
+    windows for the trend rules, but the run is no mystery: lr_too_high, error."""
+    import numpy as np
+    import pandas as pd
+
+    from traindoc import format as fmt
+    from traindoc.rules import diagnose_run
+    from traindoc.series import RunSeries
+
+    steps = np.arange(1, 16) * 20
+    mean = np.r_[[1.2, 9.5], np.full(13, np.nan)]
+    series = {fmt.LOSS_WINDOW + "/mean": pd.Series(mean, index=steps),
+              fmt.LOSS_WINDOW + "/var": pd.Series(np.r_[[0.1, 30.0], np.full(13, np.nan)], index=steps),
+              fmt.LOSS_WINDOW + "/count": pd.Series(np.full(15, 20.0), index=steps),
+              fmt.LOSS_WINDOW + "/nonfinite": pd.Series(np.r_[[0, 3], np.full(13, 20)], index=steps)}
+    d = diagnose_run(RunSeries.from_dict("nan-early", series))
+    assert d.diagnosed
+    (f,) = d.findings
+    assert f.rule == "lr_too_high" and f.severity == "error" and f.evidence["diverged"]
+    assert f.evidence["first_nonfinite_step"] == 40

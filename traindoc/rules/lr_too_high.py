@@ -12,7 +12,7 @@ from .fit_gap import collapsed
 
 ID = "lr_too_high"
 CHARTS = ('loss', 'lr')  # the run page charts that shade this rule's findings
-NEEDS = ("train loss",)
+NEEDS = ("train loss, NaN windows counted",)
 ADVICE = "Lower the learning rate (try 3x to 10x lower), or introduce LR decay."
 
 

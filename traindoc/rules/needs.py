@@ -13,7 +13,7 @@ from traindoc import format as fmt
 from traindoc.series import RunSeries
 
 from .base import Thresholds
-from .curves import loss_curve, lr_series, num_classes
+from .curves import loss_curve, lr_series, num_classes, raw_loss_curve
 
 #: The rules that read the curves; a run none of them could judge is not diagnosed.
 CURVE_RULES = ("lr_too_low", "lr_too_high", "early_decay", "overfitting", "underfitting", "train_longer")
@@ -21,6 +21,17 @@ CURVE_RULES = ("lr_too_low", "lr_too_high", "early_decay", "overfitting", "under
 
 def _loss(run: RunSeries, cfg: Thresholds) -> str | None:
     c = loss_curve(run)
+    if c is None:
+        return "train loss"
+    if len(c) < cfg.min_windows:
+        return f"train loss with {cfg.min_windows}+ points (has {len(c)})"
+    return None
+
+
+def _loss_windows(run: RunSeries, cfg: Thresholds) -> str | None:
+    """Enough windows of the train loss, NaN/inf ones counted: a run that blew up to NaN early
+    has few finite windows, and its divergence is still what it shows."""
+    c = raw_loss_curve(run)
     if c is None:
         return "train loss"
     if len(c) < cfg.min_windows:
@@ -39,6 +50,7 @@ def _series(label: str, *keys: str):
 #: need (as the rules' NEEDS name it) -> check(run, cfg) giving what is missing, or None
 CHECKS = {
     "train loss": _loss,
+    "train loss, NaN windows counted": _loss_windows,
     "learning rate": lambda run, cfg: None if lr_series(run) is not None else "learning rate",
     "first train loss": _series("first train loss", fmt.LOSS_FIRST, fmt.LOSS_RAW, fmt.LOSS_WINDOW + "/mean"),
     "number of classes": lambda run, cfg: None if num_classes(run) else "number of classes",
