@@ -279,3 +279,22 @@ def sweep_figure(sweep) -> go.Figure:
                       margin=dict(l=50, r=20, t=40, b=40))
     fig.update_xaxes(type="log")
     return fig
+
+
+#: The run page's charts, in its order: id -> builder(run, findings, smoothing, log_y).
+RUN_CHARTS = {
+    "loss": lambda run, findings, smoothing, log_y: loss_figure(run, findings, smoothing, log_y),
+    "acc": lambda run, findings, smoothing, log_y: accuracy_figure(run, findings, smoothing),
+    "lr": lambda run, findings, smoothing, log_y: lr_figure(run, findings),
+    "ratio": lambda run, findings, smoothing, log_y: ratio_figure(run, findings),
+}
+
+
+def run_figures(run: RunSeries, findings: list, smoothing: float = 0.6, log_y: bool = False,
+                max_custom: int = 24) -> tuple[list, list]:
+    """([(chart id, figure)], [(custom tag, figure)]): every chart of the run page for `run`, the
+    same for the page server and for `traindoc.show` in a notebook. Charts without data are left out."""
+    built = [(k, make(run, findings, smoothing, log_y)) for k, make in RUN_CHARTS.items()]
+    custom = [(k[len(fmt.CUSTOM_PREFIX):], custom_figure(run, k, smoothing))
+              for k in run.with_prefix(fmt.CUSTOM_PREFIX)[:max_custom]]
+    return [(k, f) for k, f in built if f is not None], custom

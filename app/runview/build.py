@@ -70,13 +70,8 @@ def _figures_json(ld: Loaded, key: str, smoothing: float, log_y: bool, steps) ->
             return _cache[key]
     run, findings = ld.series, ld.findings or []
     with window(steps):
-        built = [("loss", charts.loss_figure(run, findings, smoothing, log_y)),
-                 ("acc", charts.accuracy_figure(run, findings, smoothing)),
-                 ("lr", charts.lr_figure(run, findings)),
-                 ("ratio", charts.ratio_figure(run, findings))]
-        custom = [(k[len(fmt.CUSTOM_PREFIX):], charts.custom_figure(run, k, smoothing))
-                  for k in run.with_prefix(fmt.CUSTOM_PREFIX)[:MAX_CUSTOM]]
-    parts = [f'["{k}",{fig.to_json()}]' for k, fig in built if fig is not None]
+        built, custom = charts.run_figures(run, findings, smoothing, log_y, MAX_CUSTOM)
+    parts = [f'["{k}",{fig.to_json()}]' for k, fig in built]
     custom = [f"[{json.dumps(k)},{fig.to_json()}]" for k, fig in custom]
     text = '{"charts":[' + ",".join(parts) + '],"custom":[' + ",".join(custom) + "]}"
     with _cache_lock:
