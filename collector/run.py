@@ -5,7 +5,8 @@ and append references. Values are read back once per window, by an asynchronous 
 that the writer thread waits on, so the training thread never synchronises with the
 device. On the CPU in one process, even the window's ops are left to the writer thread
 (`stats.Pending`). The pieces: `window` (what log_train collects), `accuracy` (scoring),
-`hooks` (optimizer step hooks), `ranks` (DDP), `identity` (folder, id, resume), `writer`.
+`hooks` (optimizer step hooks), `ranks` (DDP), `identity` (folder, id, resume), `sinks`
+(where the run goes: a local folder, or a spool uploaded to an object store) and `writer`.
 """
 
 from __future__ import annotations
@@ -18,21 +19,21 @@ from typing import Any, Iterable, Mapping
 import torch
 
 from traindoc import format as fmt
-from traindoc import remote
 
-from . import identity, lifecycle, stats
+from . import identity, lifecycle, sinks, stats
 from .accuracy import DEFAULT_IGNORE_INDEX, LabelPrior, classes_of
 from .hooks import HparamRecorder, StepHooks
 from .meta import initial_meta
 from .ranks import Ranks
 from .ratios import UpdateRatios
 from .window import Window
-from .writer import Deferred, RunWriter
+from .writer import CLOSE_TIMEOUT_SECS, Deferred
 
-#: How long rank 0's close() waits for the other ranks' last partial window.
+#: How long rank 0's close() waits for the other ranks' last partial window (at most half
+#: of the close timeout).
 FINAL_WAIT_SECS = 5.0
 #: How long close() tries to finish uploading a run written to an s3:// root.
-UPLOAD_WAIT_SECS = 15.0
+UPLOAD_WAIT_SECS = sinks.UPLOAD_WAIT_SECS
 
 
 def attach(model: torch.nn.Module | None, optimizer, root: str = "runs", name: str | None = None,
@@ -45,12 +46,15 @@ def attach(model: torch.nn.Module | None, optimizer, root: str = "runs", name: s
     towards accuracy; default -100, as in F.cross_entropy), loss_fn (a loss module
     whose `ignore_index` is used), resume (continue the run already in root/name
     instead of starting `name-2`), max_pending (records the writer may hold before it
-    drops, counted, rather than slow the step; default 200,000).
+    drops, counted, rather than slow the step; default 200,000), close_timeout (the most
+    seconds close() takes to write the rest and mark the run ended, even when the disk
+    hangs; default 5).
 
     `root` may be an `s3://bucket/prefix` URL: the run is written to a local spool
     (`$TRAINDOC_SPOOL`, default ~/.cache/traindoc/spool) and a background thread uploads
     it as immutable objects every few seconds (`traindoc.remote`); the store being down
-    never stops training, and what it could not take is sent later (`traindoc push`).
+    never stops training, and what it could not take is sent later (`traindoc push`);
+    close() waits up to UPLOAD_WAIT_SECS more for the last upload.
     """
     return Run(model, optimizer, root=root, name=name, config=config, **options)
 
@@ -62,7 +66,7 @@ class Run:
                  config: Mapping[str, Any] | None = None, num_classes: int | None = None,
                  log_every: int = 50, ratio_every: int = 100, flush_secs: float = 1.0,
                  ignore_index: int | None = None, loss_fn=None, resume: bool = False,
-                 max_pending: int = 200_000):
+                 max_pending: int = 200_000, close_timeout: float = CLOSE_TIMEOUT_SECS):
         optimizers = list(optimizer) if isinstance(optimizer, (list, tuple)) else [optimizer]
         if not optimizers or not all(isinstance(o, torch.optim.Optimizer) for o in optimizers):
             raise TypeError("traindoc: optimizer must be a torch.optim.Optimizer or a list of them")
@@ -72,11 +76,14 @@ class Run:
             raise ValueError(f"traindoc: ratio_every must be >= 0 (0 = off), got {ratio_every!r}")
         if num_classes is not None and int(num_classes) < 2:
             raise ValueError(f"traindoc: num_classes must be >= 2, got {num_classes!r}")
+        if not float(close_timeout) >= 0:
+            raise ValueError(f"traindoc: close_timeout must be >= 0 seconds, got {close_timeout!r}")
         if ignore_index is None:
             ignore_index = getattr(loss_fn, "ignore_index", DEFAULT_IGNORE_INDEX)
         self.optimizers = optimizers
         self.log_every = int(log_every)
         self.ignore_index = int(ignore_index)
+        self.close_timeout = float(close_timeout)
         self.step = 0
         self.epoch = 0
         self.closed = False
@@ -92,18 +99,16 @@ class Run:
         self.ranks = Ranks()
 
         self.name = identity.safe_name(name) if name else time.strftime("run-%Y%m%d-%H%M%S") + f"-{os.getpid()}"
-        self.url = None  # an s3:// root: the run is spooled locally and uploaded in the background
-        self._uploader = None
-        if remote.is_remote(root):
-            self.url, root = str(root).rstrip("/"), remote.spool_root(str(root))
+        # an s3:// root: the run is spooled locally, and its sink uploads it in the background
+        root, self.url = sinks.local_root(root)
         self.path = os.path.join(root, self.name)
         self.run_id = None
-        self._writer = None
+        self._sink: sinks.LocalSink | None = None
         if self.ranks.writes:
             self._open(root, model, config, optimizers, ratio_every, flush_secs, max_pending, resume)
 
         names = _param_names(model)
-        ratios = UpdateRatios(optimizers, names, ratio_every) if (ratio_every and self._writer) else None
+        ratios = UpdateRatios(optimizers, names, ratio_every) if (ratio_every and self._sink) else None
         self._hparams = HparamRecorder(self._put_value, self.log_every)
         self._hooks = StepHooks(optimizers, ratios, self._after_step, self._on_ratios, self._warn)
         lifecycle.register(self)
@@ -120,13 +125,9 @@ class Run:
                 self.step, self.epoch, self._resumed = c.step, c.epoch, True
                 if self._num_classes is None and c.resumed.get("num_classes"):
                     self._num_classes = int(c.resumed["num_classes"])
-            if self.url:
-                meta["remote"] = f"{self.url}/{self.name}"
-            self._writer = RunWriter(self.path, meta, flush_secs=flush_secs, max_pending=max_pending, keys=c.keys)
-            if self.url:
-                self._uploader = remote.Uploader(self.path, f"{self.url}/{self.name}",
-                                                 interval=max(0.5, 2 * flush_secs),
-                                                 warn=lambda m: self._warn("remote-name", m)).start()
+            self._sink = sinks.open_sink(self.path, meta, self.url, flush_secs=flush_secs, max_pending=max_pending,
+                                         keys=c.keys, close_timeout=self.close_timeout,
+                                         upload_wait=UPLOAD_WAIT_SECS)
         except Exception as exc:  # cannot even create the folder: train on, record nothing
             self._warn("open", f"traindoc: cannot write run at {self.path!r}: {exc!r}; not recording")
 
@@ -210,25 +211,40 @@ class Run:
     def remote(self) -> str | None:
         """For an s3:// root, where the run goes on the store: `<root>/<name>`, or `<name>-N` when
         another machine's run already owned the name (known once the uploader reached the store)."""
-        if not self.url:
-            return None
-        return (self._uploader.target if self._uploader is not None else None) or f"{self.url}/{self.name}"
+        if self._sink is not None:
+            return self._sink.remote
+        return f"{self.url}/{self.name}" if self.url else None  # a rank that does not write
+
+    @property
+    def _writer(self):
+        """The sink's background writer (tests flush it directly)."""
+        return self._sink.writer if self._sink is not None else None
+
+    @property
+    def _uploader(self):
+        """The sink's uploader, for an s3:// root (tests look at its state)."""
+        return getattr(self._sink, "uploader", None)
 
     def close(self, status: str = fmt.STATUS_FINISHED, reason: str | None = None, wait: bool = True) -> None:
         """Write the last window, mark the run `status`, and remove every hook.
 
+        Takes at most `close_timeout` seconds (default 5), even when the writer is stuck in a
+        write: the run is then still marked in meta.json. An s3:// run waits up to
+        UPLOAD_WAIT_SECS more for its last upload (not with `wait=False`).
         Never a collective: under DDP the ranks' last partial windows meet through the
-        process group's store, rank 0 waiting at most FINAL_WAIT_SECS (not at all with
-        `wait=False`, as from a signal handler or at exit)."""
+        process group's store, rank 0 waiting at most FINAL_WAIT_SECS, or half the close
+        timeout (not at all with `wait=False`, as from a signal handler or at exit)."""
         if self.closed:
             return
+        deadline = time.monotonic() + self.close_timeout
         try:
             collective = self.ranks.collective()  # a store lookup at most, never a collective
             if self._window.has_data or collective:
                 part = self._window.close(deferrable=self._deferrable())
-                part, merged = self.ranks.gather_final(part, FINAL_WAIT_SECS if wait else 0.0)
-                if merged < self.ranks.world and collective and self._writer is not None:
-                    self._writer.meta["last_window_ranks"] = merged
+                wait_ranks = min(FINAL_WAIT_SECS, self.close_timeout / 2) if wait else 0.0
+                part, merged = self.ranks.gather_final(part, wait_ranks)
+                if merged < self.ranks.world and collective and self._sink is not None:
+                    self._sink.meta["last_window_ranks"] = merged
                 self._emit_stats(part, fmt.LOSS_WINDOW, fmt.TRAIN_ACC)
             self._emit_prior()
         except Exception as exc:
@@ -236,20 +252,12 @@ class Run:
         self.closed = True
         self._hooks.remove()
         lifecycle.unregister(self)
-        if self._writer is not None:
-            final = {"status": status, "end_time": time.time(), "steps": self.step, "epochs": self.epoch,
-                     "ranks": self.ranks.mode or "rank-local"}
+        if self._sink is not None:
+            details = {"end_time": time.time(), "steps": self.step, "epochs": self.epoch,
+                       "ranks": self.ranks.mode or "rank-local"}
             if reason:
-                final["end_reason"] = reason
-            self._writer.close(final)
-        if self._uploader is not None:
-            try:  # the last upload; what the store does not take now stays spooled for `traindoc push`
-                if not self._uploader.stop(wait=UPLOAD_WAIT_SECS if wait else 0.0):
-                    self._warn("upload", f"traindoc: {self.path} is not all on {self._uploader.url} yet "
-                                         f"({self._uploader.last_error or 'store not reachable'}); it stays "
-                                         "spooled: run `traindoc push` to send it")
-            except Exception as exc:
-                self._warn("upload", f"traindoc: upload failed: {exc!r}")
+                details["end_reason"] = reason
+            self._sink.finalize(status, details, wait=wait, timeout=max(0.0, deadline - time.monotonic()))
 
     def __enter__(self) -> "Run":
         return self
@@ -297,7 +305,7 @@ class Run:
 
     def _deferrable(self) -> bool:
         """Window statistics may be left to the writer thread: a writer, and no collective."""
-        return self._writer is not None and not self.ranks.collective()
+        return self._sink is not None and not self.ranks.collective()
 
     def _reduce(self, v):
         return stats.all_reduce(stats.resolve(v)) if self.ranks.collective() else v
@@ -305,8 +313,8 @@ class Run:
     def _note_classes(self, n: int | None) -> None:
         if n is not None and self._num_classes is None:
             self._num_classes = n
-            if self._writer is not None and self._writer.meta.get("num_classes") is None:
-                self._writer.meta["num_classes"] = n
+            if self._sink is not None and self._sink.meta.get("num_classes") is None:
+                self._sink.meta["num_classes"] = n
 
     # ---- output ---------------------------------------------------------------------
     def _emit_stats(self, v, loss_prefix: str, acc_key: str, step: int | None = None) -> None:
@@ -334,11 +342,11 @@ class Run:
 
     def _defer(self, tensor, expand, step: int | None = None) -> None:
         """Hand a device tensor to the writer without waiting for it."""
-        if self._writer is None:
+        if self._sink is None:
             return
         step = self.step if step is None else step
         if isinstance(tensor, stats.Pending):  # computed by the writer thread
-            self._writer.put(Deferred(step, time.time(), tensor, None, expand))
+            self._sink.put(Deferred(step, time.time(), tensor, None, expand))
             return
         t = tensor.detach()
         if t.device.type == "cuda":
@@ -348,15 +356,15 @@ class Run:
             event.record()
         else:
             cpu, event = (t.clone() if t.device.type == "cpu" else t.to("cpu")), None
-        self._writer.put(Deferred(step, time.time(), cpu, event, expand))
+        self._sink.put(Deferred(step, time.time(), cpu, event, expand))
 
     def _put(self, record: tuple) -> None:
-        if self._writer is not None:
-            self._writer.put(record)
+        if self._sink is not None:
+            self._sink.put(record)
 
     def _warn(self, kind: str, message: str) -> None:
-        if self._writer is not None:
-            self._writer.warn(kind, message)
+        if self._sink is not None:
+            self._sink.warn(kind, message)
         elif kind not in self._warned:
             self._warned.add(kind)
             try:

@@ -1,5 +1,6 @@
 """The collector under the faults real runs meet: metadata changed while it is written, both
-threads dropping records, a writer stuck in a write at close() or at SIGTERM."""
+threads dropping records, a writer stuck in a write at close() or at SIGTERM, an object store
+that never answers."""
 
 from __future__ import annotations
 
@@ -8,11 +9,13 @@ import errno
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
 import time
 import uuid
+import warnings
 
 import pytest
 import torch
@@ -238,3 +241,113 @@ def test_sigterm_with_a_stuck_writer_ends_within_the_bound_and_marks_the_run(tmp
     assert took < 15, took
     meta = _read_meta(str(runs / "term"))
     assert meta["status"] == "crashed" and meta["end_reason"] == "SIGTERM" and meta["end_time"]
+
+
+# ---- 5. sinks: one bounded, idempotent finalize ------------------------------------------
+def test_a_sink_finalizes_once_and_never_raises(tmp_path):
+    from traindoc.collector import sinks
+
+    path = str(tmp_path / "run")
+    os.makedirs(path)
+    sink = sinks.open_sink(path, _meta(), None, flush_secs=0.05, close_timeout=3)
+    sink.put(("custom/x", 1, time.time(), 1.0))
+    assert sink.finalize("finished", {"end_time": 1.0}) is True
+    first = _read_meta(path)
+    assert first["status"] == "finished"
+    took, returned, errors = _in_thread(lambda: sink.finalize("crashed", {"end_reason": "again"}), 5)
+    assert returned and not errors and took < 1
+    assert _read_meta(path) == first  # the second call did nothing
+    assert read_run(path).get("custom/x").tolist() == [1.0]
+
+    broken = sinks.open_sink(str(tmp_path / "broken"), _meta(), None, flush_secs=0.05)
+
+    def fails(*args, **kwargs):
+        raise OSError(errno.EIO, "Input/output error")
+
+    broken.writer.close = fails  # the writer fails at the end: training must not see it
+    with pytest.warns(RuntimeWarning, match="could not finish"):
+        assert broken.finalize("finished") is False
+
+
+def test_close_timeout_is_configurable(root, monkeypatch):
+    stuck, release = threading.Event(), threading.Event()
+    real_write = os.write
+
+    def write(fd, data):
+        if stuck.is_set() and threading.current_thread().name == "traindoc-writer":
+            release.wait(60)
+        return real_write(fd, data)
+
+    model = mlp()
+    opt = torch.optim.SGD(model.parameters(), lr=0.05)
+    run = collector.attach(model, opt, root=root, name="quick", log_every=1, ratio_every=0, flush_secs=0.05,
+                           close_timeout=0.5)
+    x, y = blobs()
+    train_steps(run, model, opt, x, y, 5)
+    monkeypatch.setattr(os, "write", write)
+    stuck.set()
+    try:
+        time.sleep(0.3)
+        took, returned, _ = _in_thread(run.close, 20)
+        assert returned and took < 4, took  # the default bound is 5 s: this one is half a second
+        assert _read_meta(run.path)["status"] == "finished"
+    finally:
+        release.set()
+
+
+class _StoreThatNeverAnswers:
+    """A TCP server that accepts connections and never answers, as a hung proxy in front of the
+    object store would."""
+
+    def __init__(self):
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(64)
+        self.conns: list = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.sock.getsockname()[1]}"
+
+    def _accept(self):
+        while True:
+            try:
+                self.conns.append(self.sock.accept()[0])
+            except OSError:
+                return
+
+    def close(self):
+        self.sock.close()
+        for c in self.conns:
+            c.close()
+
+
+@pytest.mark.slow
+def test_an_s3_run_closes_within_its_upload_bound_when_the_store_never_answers(tmp_path, monkeypatch):
+    from traindoc.collector import run as run_module
+
+    store = _StoreThatNeverAnswers()
+    monkeypatch.setenv("AWS_ENDPOINT_URL", store.url)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "traindoc")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "traindoc-secret")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    monkeypatch.setenv("TRAINDOC_SPOOL", str(tmp_path / "spool"))
+    monkeypatch.setattr(run_module, "UPLOAD_WAIT_SECS", 2.0)
+    try:
+        model = mlp()
+        opt = torch.optim.SGD(model.parameters(), lr=0.05)
+        run = collector.attach(model, opt, root="s3://runs/hung", name="h", log_every=5, flush_secs=0.2)
+        x, y = blobs()
+        train_steps(run, model, opt, x, y, 50)
+        time.sleep(1.0)  # the uploader is inside a request the store never answers
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            took, returned, errors = _in_thread(run.close, 40)
+        assert returned, "close() was still waiting for the store after 40 s"
+        assert not errors and took < 12, (took, errors)
+        assert any("stays spooled" in str(w.message) for w in caught)
+        s = read_run(run.path)  # the spool has the whole run, marked
+        assert s.meta["status"] == "finished" and s.get("train/loss/mean").index[-1] == 50
+    finally:
+        store.close()
