@@ -242,14 +242,15 @@ class Run:
             if self._window.has_data or collective:
                 part = self._window.close(deferrable=self._deferrable())
                 wait_ranks = min(FINAL_WAIT_SECS, self.close_timeout / 2) if wait else 0.0
-                part, merged = self.ranks.gather_final(part, wait_ranks)
-                if merged < self.ranks.world and collective and self._sink is not None:
-                    self._sink.meta["last_window_ranks"] = merged
+                part, merged, missing = self.ranks.gather_final(part, wait_ranks)
+                if missing and self._sink is not None:
+                    self._sink.meta.update(last_window_ranks=len(merged), last_window_missing=missing)
                 self._emit_stats(part, fmt.LOSS_WINDOW, fmt.TRAIN_ACC)
             self._emit_prior()
         except Exception as exc:
             self._warn("close", f"traindoc: could not close the last window: {exc!r}")
         self.closed = True
+        self.ranks.mark_closed()
         self._hooks.remove()
         lifecycle.unregister(self)
         if self._sink is not None:
@@ -290,7 +291,8 @@ class Run:
         collective = self.ranks.collective()
         if not self._window.has_data and not collective:
             return
-        self._emit_stats(self._reduce(self._window.close(self._deferrable())), fmt.LOSS_WINDOW, fmt.TRAIN_ACC, step)
+        self._emit_stats(self._reduce(self._window.close(self._deferrable()), step), fmt.LOSS_WINDOW,
+                         fmt.TRAIN_ACC, step)
         self._emit_prior(step)
         if self._skipped_dev is not None:
             self._defer(self._skipped_dev.reshape(1), lambda vals: [(fmt.SKIPPED_STEPS, vals[0])], step)
@@ -307,8 +309,16 @@ class Run:
         """Window statistics may be left to the writer thread: a writer, and no collective."""
         return self._sink is not None and not self.ranks.collective()
 
-    def _reduce(self, v):
-        return stats.all_reduce(stats.resolve(v)) if self.ranks.collective() else v
+    def _reduce(self, v, step: int | None = None):
+        """Every rank's statistics of the window, or this rank's when the ranks no longer meet
+        (uneven step counts: noted in meta.json once)."""
+        if not self.ranks.collective():
+            return v
+        out = self.ranks.reduce(v, self.step if step is None else step)
+        if self.ranks.local_from and self._sink is not None and "ranks_note" not in self._sink.meta:
+            self._sink.meta["ranks_note"] = self.ranks.local_from
+            self._warn("ranks", f"traindoc: {self.ranks.local_from}")
+        return out
 
     def _note_classes(self, n: int | None) -> None:
         if n is not None and self._num_classes is None:

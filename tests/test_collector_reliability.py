@@ -1,6 +1,6 @@
 """The collector under the faults real runs meet: metadata changed while it is written, both
 threads dropping records, a writer stuck in a write at close() or at SIGTERM, an object store
-that never answers."""
+that never answers, and DDP ranks that take different numbers of steps."""
 
 from __future__ import annotations
 
@@ -19,6 +19,9 @@ import warnings
 
 import pytest
 import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+import torch.nn.functional as F
 
 from traindoc import collector
 from traindoc import format as fmt
@@ -351,3 +354,114 @@ def test_an_s3_run_closes_within_its_upload_bound_when_the_store_never_answers(t
         assert s.meta["status"] == "finished" and s.get("train/loss/mean").index[-1] == 50
     finally:
         store.close()
+
+
+# ---- 6. DDP: ranks that take different numbers of steps -----------------------------------
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _spawn(fn, args, nprocs=2, timeout=180):
+    """mp spawn with a deadline: a rank stuck in an unmatched collective fails the test
+    instead of hanging it."""
+    ctx = mp.start_processes(fn, args=args, nprocs=nprocs, join=False, start_method="spawn")
+    deadline = time.monotonic() + timeout
+    while not ctx.join(timeout=1):
+        if time.monotonic() > deadline:
+            for p in ctx.processes:
+                p.kill()
+            pytest.fail(f"a rank hung for {timeout} s (an unmatched collective?)")
+
+
+UNEVEN_STEPS = (23, 13)
+
+
+def _uneven_worker(rank, world, port, root):
+    """DDP with `Join` over uneven shards: rank 1 runs out of data after 13 steps and shadows
+    rank 0's collectives until rank 0 finishes its 23."""
+    from torch.distributed.algorithms.join import Join
+
+    from traindoc.collector import ranks
+
+    ranks.WINDOW_WAIT_SECS = 3.0  # how long rank 0 waits for rank 1 at its third window
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    x, y = blobs(n=1024, seed=rank)
+    model = torch.nn.parallel.DistributedDataParallel(mlp())
+    opt = torch.optim.SGD(model.parameters(), lr=0.05)
+    run = collector.attach(model, opt, root=root, name="uneven", log_every=5, ratio_every=0)
+    with Join([model]):
+        for i in range(UNEVEN_STEPS[rank]):
+            xb, yb = x[i * 16:(i + 1) * 16], y[i * 16:(i + 1) * 16]
+            out = model(xb)
+            loss = F.cross_entropy(out, yb)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            run.log_train(loss, output=out, target=yb)
+    run.close()
+    with open(os.path.join(root, f"done{rank}"), "w") as f:
+        f.write(str(run.step))
+    dist.destroy_process_group()
+    os._exit(0)  # see tests/test_collector_ddp.py: gloo's teardown may abort at exit
+
+
+@pytest.mark.slow
+def test_ddp_join_with_uneven_steps_finishes_with_rank_local_statistics(tmp_path):
+    root = str(tmp_path)
+    _spawn(_uneven_worker, (2, _free_port(), root), timeout=150)
+    assert [open(os.path.join(root, f"done{r}")).read() for r in range(2)] == [str(n) for n in UNEVEN_STEPS]
+    reader = RunReader(os.path.join(root, "uneven"))
+    reader.poll()
+    s = reader.series()
+    assert reader.problems == []
+    assert s.meta["status"] == "finished" and s.meta["steps"] == 23
+    count = s.get("train/loss/count")
+    assert count[5] == count[10] == 10  # both ranks, all-reduced while both stepped
+    assert count[15] == count[20] == 5 and count[23] == 3  # then rank 0's own
+    assert s.meta["ranks"] == "rank-local" and "from step 15" in s.meta["ranks_note"]
+
+
+def _late_rank_worker(rank, world, port, root):
+    """Three ranks; rank 2 closes its run only after rank 0 has stopped waiting for it."""
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    x, y = blobs(n=1024, seed=rank)
+    model = torch.nn.parallel.DistributedDataParallel(mlp())
+    opt = torch.optim.SGD(model.parameters(), lr=0.05)
+    run = collector.attach(model, opt, root=root, name="late", log_every=5, ratio_every=0)
+    for i in range(12):
+        xb, yb = x[i * 16:(i + 1) * 16], y[i * 16:(i + 1) * 16]
+        out = model(xb)
+        loss = F.cross_entropy(out, yb)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        run.log_train(loss, output=out, target=yb)
+
+    def wait_for(name):
+        deadline = time.monotonic() + 60
+        while not os.path.exists(os.path.join(root, name)) and time.monotonic() < deadline:
+            time.sleep(0.05)
+
+    if rank == 0:
+        wait_for("closed1")  # rank 1's last part is posted before rank 0 looks
+    if rank == 2:
+        wait_for("closed0")
+    run.close()
+    open(os.path.join(root, f"closed{rank}"), "w").close()
+    dist.destroy_process_group()
+    os._exit(0)
+
+
+@pytest.mark.slow
+def test_the_last_window_merges_the_ranks_that_came_and_names_the_missing(tmp_path):
+    root = str(tmp_path)
+    _spawn(_late_rank_worker, (3, _free_port(), root), nprocs=3, timeout=150)
+    s = read_run(os.path.join(root, "late"))
+    count = s.get("train/loss/count")
+    assert count[5] == count[10] == 15  # three ranks, five steps each
+    assert count[12] == 4  # steps 11-12 of ranks 0 and 1; rank 2's came too late
+    assert s.meta["last_window_ranks"] == 2 and s.meta["last_window_missing"] == [2]
