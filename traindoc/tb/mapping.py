@@ -19,15 +19,22 @@ scalar; anything unmapped is shown as `custom/<tag>`. A user file overrides all 
     ignore = ["timing/.*"]
     [run]
     num_classes = 10
+
+Nothing else goes in it (`ignore` may also stand at the top); a file of any other shape, a
+pattern that is no regular expression or a `[run]` key that traindoc reads from the logs is
+refused in one line naming the file (OverrideError, which the readers report per run).
 """
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import json
 import os
 import re
 
 from traindoc import format as fmt
+from traindoc import paths
 
 OVERRIDE_FILES = fmt.OVERRIDE_FILES
 # traindoc's own names; `val/<x>` and `lr/<x>` only in the forms the collector writes, so
@@ -200,32 +207,154 @@ def _eval_set(rest: str):
     return f"val/{metric}", prio
 
 
+class OverrideError(ValueError):
+    """An override file that cannot be used, in one line: the file, where in it, what is wrong.
+    A ValueError, so that every reader reports it as the run's own error and goes on."""
+
+
+#: Metadata that traindoc reads from the logs themselves: a `[run]` table may not replace it.
+_READER_META = ("schema_version", "name", "source", "status", "updated", "start_time", "end_time", "warnings",
+                "event_files", "readings", "keras", "run_id")
+_CLASS_KEYS = ("num_classes", "n_classes", "classes")
+_MAX_DEPTH = 32  # tables and arrays nested deeper than this are no hand-written mapping
+
+
+def _short(v) -> str:
+    text = repr(v)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _name(key: str) -> str:
+    """A key as the message shows it: as written where it is plain, quoted where it is not."""
+    return key if key.isprintable() and 0 < len(key) <= 60 and " " not in key else _short(key)
+
+
+def _kind(v) -> str:
+    if isinstance(v, dict):
+        return "a table"
+    if isinstance(v, list):
+        return "a list"
+    if isinstance(v, bool):
+        return f"the boolean {_short(v)}"
+    if isinstance(v, (int, float)):
+        return f"the number {_short(v)}"
+    if v is None:
+        return "null"
+    return _short(v)
+
+
+def _depth(v, level: int = 0) -> int:
+    """How deep tables and lists nest in `v` (stops counting past _MAX_DEPTH)."""
+    if level > _MAX_DEPTH:
+        return level
+    items = v.values() if isinstance(v, dict) else v if isinstance(v, list) else ()
+    return max((_depth(x, level + 1) for x in items), default=level)
+
+
+def _parse(path: str) -> dict:
+    """An override file's content as a dict, or OverrideError naming the file and what is wrong."""
+    kind = path.rsplit(".", 1)[1].upper()
+    try:
+        with open(path, "rb") as f:
+            raw = f.read()
+    except OSError as exc:
+        raise OverrideError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    try:
+        if kind == "JSON":
+            data = json.loads(raw)
+        else:
+            import tomllib
+
+            data = tomllib.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise OverrideError(f"{path}: not UTF-8 text (byte {exc.start})") from None
+    except ValueError as exc:  # json.JSONDecodeError, tomllib.TOMLDecodeError
+        raise OverrideError(f"{path}: not valid {kind}: {' '.join(str(exc).split())}") from None
+    except RecursionError:
+        raise OverrideError(f"{path}: nested too deeply to be read") from None
+    if not isinstance(data, dict):
+        raise OverrideError(f"{path}: expected a table of [map] and [run], got {_kind(data)}")
+    if _depth(data) > _MAX_DEPTH:
+        raise OverrideError(f"{path}: nested more than {_MAX_DEPTH} levels deep")
+    return data
+
+
+def _patterns(path: str, where: str, value) -> list:
+    if not isinstance(value, list):
+        raise OverrideError(f"{path}: {where}: expected a list of regular expressions, got {_kind(value)}")
+    out = []
+    for i, p in enumerate(value):
+        if not isinstance(p, str):
+            raise OverrideError(f"{path}: {where}[{i}]: expected a regular expression (a string), got {_kind(p)}")
+        try:
+            out.append(re.compile(p))
+        except (re.error, RecursionError, OverflowError, ValueError) as exc:
+            raise OverrideError(f"{path}: {where}[{i}]: {_short(p)} is not a regular expression: {exc}") from None
+    return out
+
+
+def _check(path: str, data: dict) -> tuple[dict, list, dict]:
+    """({tag: series}, [ignore regexes], {run metadata}) of a parsed override file; OverrideError
+    for anything in it that is not what the module docstring describes."""
+    unknown = [k for k in data if k not in ("map", "ignore", "run")]
+    if unknown:
+        raise OverrideError(f"{path}: unknown key {_name(unknown[0])} (expected [map], [run] or ignore)")
+    table = data.get("map", {})
+    if not isinstance(table, dict):
+        raise OverrideError(f"{path}: map: expected a table of tag = series name, got {_kind(table)}")
+    mapping = {}
+    for tag, target in table.items():
+        if tag == "ignore":
+            continue
+        if isinstance(target, dict):  # TOML's dotted key: train.loss = ... is a table
+            raise OverrideError(f"{path}: map.{_name(tag)}: expected a series name, got a table (a tag with dots or "
+                                f"slashes is written in quotes: \"a.b\" = \"train/loss\")")
+        if not isinstance(target, str) or not target:
+            raise OverrideError(f"{path}: map.{_name(tag)}: expected a series name (a string such as \"val/acc\"), "
+                                f"got {_kind(target)}")
+        mapping[tag] = target
+    ignore = []
+    if "ignore" in data:
+        ignore += _patterns(path, "ignore", data["ignore"])
+    if "ignore" in table:
+        ignore += _patterns(path, "map.ignore", table["ignore"])
+    run = data.get("run", {})
+    if not isinstance(run, dict):
+        raise OverrideError(f"{path}: run: expected a table (num_classes = 10, config = {{...}}), got {_kind(run)}")
+    for key in run:
+        if key in _READER_META:
+            raise OverrideError(f"{path}: run.{key}: traindoc reads this from the logs; an override file cannot "
+                                "set it")
+    if "config" in run and not isinstance(run["config"], dict):
+        raise OverrideError(f"{path}: run.config: expected a table of hyperparameters, got {_kind(run['config'])}")
+    for where, source in (("run", run), ("run.config", run.get("config") or {})):
+        for key in _CLASS_KEYS:
+            v = source.get(key)
+            if isinstance(v, (int, float)) and not isinstance(v, bool) and (v != v or abs(v) == float("inf")):
+                raise OverrideError(f"{path}: {where}.{key}: expected a number of classes, got {_kind(v)}")
+    return mapping, ignore, run
+
+
+def override_file(folder: str) -> str | None:
+    """The override file that applies in `folder` itself (the TOML one where both are there)."""
+    for name in OVERRIDE_FILES:
+        path = os.path.join(folder, name)
+        if os.path.isfile(path):
+            return path
+    return None
+
+
 def load_overrides(*folders: str) -> tuple[dict, list, dict]:
     """({tag: series}, [ignore regexes], {run metadata}) from the first override file in `folders`.
 
     The `run` table adds to the run's metadata, e.g. `num_classes = 10` for the
-    initial-loss check, or `config = {...}` for the dashboard."""
+    initial-loss check, or `config = {...}` for the dashboard. A file that is not what the
+    module docstring describes raises OverrideError (a ValueError): one line naming the file
+    and what is wrong in it, which the readers report as the run's error."""
     for folder in folders:
-        for name in OVERRIDE_FILES:
-            path = os.path.join(folder, name)
-            if not os.path.isfile(path):
-                continue
-            with open(path, "rb") as f:
-                raw = f.read()
-            try:
-                if name.endswith(".json"):
-                    data = json.loads(raw)
-                else:
-                    import tomllib
-
-                    data = tomllib.loads(raw.decode("utf-8"))
-            except (ValueError, UnicodeDecodeError) as exc:
-                raise ValueError(f"{path}: not valid {name.rsplit('.', 1)[1].upper()}: {exc}") from None
-            table = data.get("map", {}) if isinstance(data, dict) else {}
-            mapping = {str(k): str(v) for k, v in table.items() if k != "ignore" and isinstance(v, str)}
-            ignore = table.get("ignore", data.get("ignore", []))
-            run = data.get("run", {}) if isinstance(data, dict) else {}
-            return mapping, [re.compile(str(p)) for p in ignore], run if isinstance(run, dict) else {}
+        path = override_file(folder)
+        if path is not None:
+            return _check(path, _parse(path))
     return {}, [], {}
 
 
@@ -241,51 +370,58 @@ MEANINGS = {
 
 
 def save_overrides(folder: str, mapping: dict[str, str], ignore: list[str] = ()) -> str:
-    """Add {tag: series} (and tags to ignore) to the override file in `folder`, keeping what
-    it already says; written whole to a temporary file and renamed. Returns its path."""
-    path = next((os.path.join(folder, n) for n in OVERRIDE_FILES if os.path.isfile(os.path.join(folder, n))),
-                os.path.join(folder, OVERRIDE_FILES[0]))
-    data: dict = {}
-    if os.path.isfile(path):
-        with open(path, "rb") as f:
-            raw = f.read()
+    """Add {tag: series} (and tags to ignore) to the override file in `folder`, keeping every
+    key and value it already holds (TOML is written back by a TOML writer: tables, arrays, numbers,
+    booleans and dates stay what they were; comments and layout do not survive). Written whole to
+    a temporary file and renamed. Returns its path. A file there that is not a valid override
+    file raises OverrideError and is left as it is."""
+    path = override_file(folder) or os.path.join(folder, OVERRIDE_FILES[0])
+    with _lock(path):
+        data: dict = {}
+        if os.path.isfile(path):
+            data = _parse(path)
+            _check(path, data)
+        table = dict(data.get("map", {}))
+        table.update({str(k): str(v) for k, v in mapping.items()})
+        if ignore:
+            old = list(table.get("ignore", []))
+            table["ignore"] = old + sorted({"^" + re.escape(t) + "$" for t in ignore} - set(old))
+        data["map"] = table
         if path.endswith(".json"):
-            data = json.loads(raw)
+            try:
+                raw = (json.dumps(data, indent=1, ensure_ascii=False) + "\n").encode("utf-8")
+            except UnicodeEncodeError:  # a lone surrogate (JSON's "\\udcff"): kept as JSON's escape
+                raw = (json.dumps(data, indent=1) + "\n").encode("ascii")
         else:
-            import tomllib
+            import tomli_w
 
-            data = tomllib.loads(raw.decode("utf-8"))
-    table = dict(data.get("map", {}))
-    table.update({str(k): str(v) for k, v in mapping.items()})
-    if ignore:
-        table["ignore"] = sorted(set(table.get("ignore", [])) | {"^" + re.escape(t) + "$" for t in ignore})
-    data["map"] = table
-    text = json.dumps(data, indent=1) if path.endswith(".json") else _toml(data)
-    tmp = path + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(text)
-    os.replace(tmp, path)
+            try:
+                raw = tomli_w.dumps(data).encode("utf-8")
+            except UnicodeEncodeError:
+                raise OverrideError(f"{path}: a tag is not valid UTF-8 text; TOML cannot hold it") from None
+        tmp = path + f".{os.getpid()}.tmp"
+        try:
+            with open(tmp, "wb") as f:
+                f.write(raw)
+            os.replace(tmp, path)
+        finally:
+            if os.path.exists(tmp):
+                os.remove(tmp)
     return path
 
 
-def _toml(data: dict) -> str:
-    """The override file's small TOML: tables of strings, numbers, booleans and string lists."""
-    def value(v):
-        if isinstance(v, bool):
-            return "true" if v else "false"
-        if isinstance(v, (int, float)):
-            return repr(v)
-        if isinstance(v, list):
-            return "[" + ", ".join(value(x) for x in v) + "]"
-        return json.dumps(str(v))  # a JSON string is a valid TOML basic string
-    lines = []
-    for name, table in data.items():
-        if not isinstance(table, dict):
-            continue
-        lines.append(f"[{name}]")
-        lines += [f"{json.dumps(str(k))} = {value(v)}" for k, v in table.items()]
-        lines.append("")
-    return "\n".join(lines)
+def _lock(path: str):
+    """A lock on one override file between processes (two dashboards saving at once), kept in
+    traindoc's cache folder, not beside the logs; no lock where that folder cannot be written."""
+    try:
+        import filelock
+
+        folder = os.path.join(paths.cache_root(), "locks")
+        os.makedirs(folder, exist_ok=True)
+        key = hashlib.sha1(os.path.realpath(path).encode("utf-8", "surrogateescape")).hexdigest()[:16]
+        return filelock.FileLock(os.path.join(folder, f"overrides-{key}.lock"), timeout=30)
+    except (ImportError, OSError):
+        return contextlib.nullcontext()
 
 
 def map_tags(tags, keras: bool = False, overrides: dict | None = None, ignore=()) -> dict[str, list[str]]:
