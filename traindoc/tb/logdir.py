@@ -235,20 +235,32 @@ class TBRunReader:
         return os.path.join(paths.tb_cache_dir(), key + ".npz")
 
     def _from_cache(self, path: str, prefix: str) -> _File:
+        """What an earlier read cached of `path`; an empty _File (read from the start, cache
+        written again) where there is no cache or it cannot be used: truncated or garbage
+        (BadZipFile, EOFError, zlib.error, ValueError), another version, missing or
+        mismatched arrays. A cache only ever saves time: none of its failures is the run's."""
         st = _File(path, prefix)
         if not self.use_cache:
             return st
         try:
             with np.load(self._cache_path(path), allow_pickle=False) as z:
                 info = json.loads(str(z["info"]))
-                if info.get("version") != CACHE_VERSION:
+                if not isinstance(info, dict) or info.get("version") != CACHE_VERSION:
                     return st
-                st.offset, st.tags = int(info["offset"]), list(info["tags"])
-                st.head = bytes.fromhex(info["head"])
-                st.chunks = [(z["ids"], z["steps"], z["walls"], z["values"])]
-                st.saved_at = time.time()
-        except (OSError, ValueError, KeyError):
-            return _File(path, prefix)  # no cache, or an unreadable one: read the file itself
+                offset, tags, head = int(info["offset"]), list(info["tags"]), bytes.fromhex(info["head"])
+                arrays = tuple(np.asarray(z[k]) for k in ("ids", "steps", "walls", "values"))
+            ids = arrays[0]
+            if (offset < 0 or not all(isinstance(t, str) for t in tags) or any(a.ndim != 1 for a in arrays)
+                    or len({len(a) for a in arrays}) != 1 or ids.dtype.kind not in "iu"
+                    or any(a.dtype.kind not in "iuf" for a in arrays)
+                    or (len(ids) and (int(ids.min()) < 0 or int(ids.max()) >= len(tags)))):
+                return st
+        except Exception:  # noqa: BLE001 - whatever is wrong with a cache file, the event file is there
+            return st
+        st.offset, st.tags, st.head = offset, tags, head
+        st.chunks = [(ids.astype(np.int32), arrays[1].astype(np.int64), arrays[2].astype(float),
+                      arrays[3].astype(float))]
+        st.saved_at = time.time()
         return st
 
     def _save_cache(self, st: _File) -> None:
