@@ -34,3 +34,21 @@ def run_link(name: str) -> str:
     """An HTML link to a run's page (a full page load: the run page is served beside Streamlit,
     not by it). The name is escaped for HTML and for the markdown around it."""
     return f'<a href="run?run={html.escape(quote(name, safe=""))}" target="_self">{md(html.escape(name))}</a>'
+
+
+def compare_params(names) -> dict:
+    """The compare page's query for `names`: one `runs` parameter per run (`?runs=a&runs=b`),
+    so that a name holding a comma, `&`, `#` or any other character comes back whole."""
+    return {"runs": [str(n) for n in names]}
+
+
+def compare_names(values, runs) -> list[str]:
+    """The runs a compare link names, in its order, each once: `values` are its `runs`
+    parameters (`st.query_params.get_all("runs")`), `runs` the names that exist. A value that
+    names no run but is a comma-separated list of runs is an older link's `runs=a,b`."""
+    out: list[str] = []
+    for v in values:
+        for name in [v] if v in runs else v.split(","):
+            if name in runs and name not in out:
+                out.append(name)
+    return out

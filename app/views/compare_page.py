@@ -11,7 +11,7 @@ from traindoc.rules import together
 
 from .. import charts
 from ..data import discover, root_dir
-from .common import md, run_link, store
+from .common import compare_names, md, run_link, store
 
 
 def _flat(config: dict, prefix: str = "") -> dict:
@@ -32,14 +32,14 @@ def _loss(run):
 
 
 def render() -> None:
-    """Draw the compare page for ?runs=a,b,c (or the runs picked here)."""
+    """Draw the compare page for ?runs=a&runs=b (or the runs picked here)."""
     root = root_dir()
     runs = discover(root)
     st.title("Compare runs")
-    wanted = [r for r in (st.query_params.get("runs") or "").split(",") if r in runs]
+    wanted = compare_names(st.query_params.get_all("runs"), runs)
     chosen = st.multiselect("Runs", sorted(runs), default=wanted, key="compare_runs")
     if chosen != wanted:
-        st.query_params["runs"] = ",".join(chosen)
+        st.query_params["runs"] = chosen
     if not chosen:
         st.info("Pick two or more runs (or select rows on the runs page).")
         return
@@ -47,7 +47,8 @@ def render() -> None:
     for ld in loaded:
         if ld.error:
             st.warning(f"**{md(ld.name)}** cannot be shown: {md(ld.error)}")
-    good = [ld.series for ld in loaded if not ld.error]
+    shown = [ld for ld in loaded if not ld.error]
+    good = [ld.series for ld in shown]
     if not good:
         return
     c1, c2 = st.columns(2)
@@ -66,7 +67,9 @@ def render() -> None:
         st.caption(f"{len(sweep.members)} runs that differ only in the learning rate (and seed). Runs far worse "
                    "than the best at half a decade or more from its LR get lr_too_low or lr_too_high.")
         st.plotly_chart(charts.sweep_figure(sweep), key=f"cmp-sweep-{i}")
-    table = pd.DataFrame([{"run": r.name, **_flat(r.meta.get("config") or {}), **_metrics(r)} for r in good])
+    # rows by the name the run has here (its folder), not the name in its meta.json: copies differ
+    table = pd.DataFrame([{"run": ld.name, **_flat(ld.series.meta.get("config") or {}), **_metrics(ld.series)}
+                          for ld in shown])
     st.subheader("Hyperparameters and results")
     st.dataframe(table, hide_index=True, key="cmp-table")
     st.markdown("Open: " + " · ".join(run_link(n) for n in chosen), unsafe_allow_html=True)
