@@ -7,6 +7,6 @@
     run.close()
 """
 
-from .run import Run, attach
+from .run import Run, TrainingStopped, attach
 
-__all__ = ["Run", "attach"]
+__all__ = ["Run", "TrainingStopped", "attach"]

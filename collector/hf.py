@@ -101,6 +101,10 @@ class Collector(TrainerCallback):
         if "loss" in logs:  # the model computes its loss elsewhere: use the Trainer's average
             self.run.log_train(float(logs["loss"]))
 
+    def on_step_end(self, args, state, control, **kwargs):
+        if self.run is not None and self.run.should_stop:  # live diagnosis found an error
+            control.should_training_stop = True
+
     def on_epoch_end(self, args, state, control, **kwargs):
         if self.run is not None:
             self.run.end_epoch()

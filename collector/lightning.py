@@ -57,6 +57,8 @@ class Collector(Callback):
         self.run.log_train(loss, divided_by=accum)
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if self.run is not None and self.run.should_stop:  # live diagnosis found an error
+            trainer.should_stop = True
         if self.run is not None:
             acc = self._metric(trainer, "train_acc")  # Lightning publishes it at batch end
             if acc is not None:

@@ -36,6 +36,10 @@ FINAL_WAIT_SECS = 5.0
 UPLOAD_WAIT_SECS = sinks.UPLOAD_WAIT_SECS
 
 
+class TrainingStopped(RuntimeError):
+    """Raised by `Run.check()` after live diagnosis (`on_finding="stop"`) asked training to stop."""
+
+
 def attach(model: torch.nn.Module | None, optimizer, root: str = "runs", name: str | None = None,
            config: Mapping[str, Any] | None = None, **options) -> "Run":
     """Start recording a run of `model` trained by `optimizer` (one or a list).
@@ -48,7 +52,10 @@ def attach(model: torch.nn.Module | None, optimizer, root: str = "runs", name: s
     instead of starting `name-2`), max_pending (records the writer may hold before it
     drops, counted, rather than slow the step; default 200,000), close_timeout (the most
     seconds close() takes to write the rest and mark the run ended, even when the disk
-    hangs; default 5).
+    hangs; default 5), on_finding (live diagnosis on the writer's thread: "warn" for a
+    warning per new finding, "stop" to also stop at an error such as divergence (see
+    `Run.should_stop`), or a callable given each new Finding; default off), live_every
+    (diagnose after every N-th flush that wrote data; default 1).
 
     `root` may be an `s3://bucket/prefix` URL: the run is written to a local spool
     (`$TRAINDOC_SPOOL`, default ~/.cache/traindoc/spool) and a background thread uploads
@@ -66,7 +73,8 @@ class Run:
                  config: Mapping[str, Any] | None = None, num_classes: int | None = None,
                  log_every: int = 50, ratio_every: int = 100, flush_secs: float = 1.0,
                  ignore_index: int | None = None, loss_fn=None, resume: bool = False,
-                 max_pending: int = 200_000, close_timeout: float = CLOSE_TIMEOUT_SECS):
+                 max_pending: int = 200_000, close_timeout: float = CLOSE_TIMEOUT_SECS,
+                 on_finding=None, live_every: int = 1):
         optimizers = list(optimizer) if isinstance(optimizer, (list, tuple)) else [optimizer]
         if not optimizers or not all(isinstance(o, torch.optim.Optimizer) for o in optimizers):
             raise TypeError("traindoc: optimizer must be a torch.optim.Optimizer or a list of them")
@@ -106,6 +114,14 @@ class Run:
         self._sink: sinks.LocalSink | None = None
         if self.ranks.writes:
             self._open(root, model, config, optimizers, ratio_every, flush_secs, max_pending, resume)
+
+        self.stop_reason: dict | None = None  # set when live diagnosis asked training to stop
+        self.live = None
+        if on_finding is not None and self._sink is not None:
+            from .live import LiveDiagnosis  # loads the rules: only when asked for
+
+            self.live = LiveDiagnosis(self, on_finding, live_every)
+            self._sink.writer.after_flush = self.live.check
 
         names = _param_names(model)
         ratios = UpdateRatios(optimizers, names, ratio_every) if (ratio_every and self._sink) else None
@@ -225,6 +241,29 @@ class Run:
         """The sink's uploader, for an s3:// root (tests look at its state)."""
         return getattr(self._sink, "uploader", None)
 
+    # ---- live diagnosis -------------------------------------------------------------
+    @property
+    def should_stop(self) -> bool:
+        """True once live diagnosis (`on_finding="stop"`) found an error such as divergence:
+        a plain loop checks it (or calls `check()`); the Lightning and Hugging Face
+        callbacks stop their trainers on it."""
+        return self.stop_reason is not None
+
+    def check(self) -> None:
+        """Raise `TrainingStopped`, saying why, if live diagnosis asked training to stop."""
+        if self.stop_reason is not None:
+            r = self.stop_reason
+            raise TrainingStopped(f"traindoc stopped {self.name!r} at step {r['raised_at_step']}: {r['rule']} "
+                                  f"({r['severity']}): {r['advice']}")
+
+    def request_stop(self, finding: dict) -> None:
+        """Ask training to stop (from the writer thread) and mark the run with why."""
+        if self.stop_reason is None:
+            self.stop_reason = finding
+            if self._sink is not None:
+                self._sink.meta["stopped_by"] = {k: finding[k] for k in ("rule", "severity", "steps", "advice",
+                                                                           "raised_at_step")}
+
     def close(self, status: str = fmt.STATUS_FINISHED, reason: str | None = None, wait: bool = True) -> None:
         """Write the last window, mark the run `status`, and remove every hook.
 
@@ -258,6 +297,8 @@ class Run:
                        "ranks": self.ranks.mode or "rank-local"}
             if reason:
                 details["end_reason"] = reason
+            elif self.stop_reason is not None:
+                details["end_reason"] = f"stopped by traindoc: {self.stop_reason['rule']}"
             self._sink.finalize(status, details, wait=wait, timeout=max(0.0, deadline - time.monotonic()))
 
     def __enter__(self) -> "Run":

@@ -144,6 +144,8 @@ class RunWriter:
         self._final: dict | None = None  # the ending, written by the thread's last flush
         self._final_ok: bool | None = None  # how that last flush went (None: not done)
         self._lock = threading.Lock()  # serialises flushes (thread vs close/signal)
+        #: called on this thread after each periodic flush (live diagnosis); never on training's
+        self.after_flush: Callable[[], None] | None = None
         os.makedirs(path, exist_ok=True)
         while os.path.exists(self._segment_path()):  # a resumed run: never append to an old segment
             self._segment += 1
@@ -213,6 +215,11 @@ class RunWriter:
             self._wake.wait(self.flush_secs)
             self._wake.clear()
             self.flush()
+            if self.after_flush is not None:
+                try:
+                    self.after_flush()
+                except Exception as exc:  # noqa: BLE001 - a watcher's failure never ends training
+                    self.warn("after_flush:" + type(exc).__name__, f"traindoc: live diagnosis failed: {exc!r}")
         # close() may have queued the last window while the flush above was running; drain it
         # here, so the values are read back on this thread and not on the training thread that
         # called close() (on a GPU, a sync there); then the final metadata, after the records

@@ -108,6 +108,21 @@ def test_no_import_circle_in_traindoc():
     assert cycles(graph) == []
 
 
+#: Modules a layer loads only on a user's request, outside its import-time graph.
+OPT_IN = {"traindoc.collector.live"}
+
+
+def _reaches_without(graph, start: str, skip: set) -> set[str]:
+    seen, todo = set(), [start]
+    while todo:
+        m = todo.pop()
+        for n in graph[m]:
+            if n not in seen and n not in skip:
+                seen.add(n)
+                todo.append(n)
+    return seen
+
+
 def _reaches(graph, start: str) -> set[str]:
     seen, todo = set(), [start]
     while todo:
@@ -132,9 +147,10 @@ def _reaches(graph, start: str) -> set[str]:
 ])
 def test_layers_import_only_downward(low, forbidden):
     graph = import_graph()
-    below = _reaches(graph, low) | {m for m in graph if m.startswith(low + ".")}
-    for m in list(below):
-        below |= _reaches(graph, m)
+    # live diagnosis runs the rules in the training process: loaded only when asked for
+    # (attach(on_finding=...)), which test_a_run_without_live_diagnosis_loads_no_rules checks
+    start = {low} | {m for m in graph if m.startswith(low + ".")} - OPT_IN
+    below = {n for m in start for n in {m} | _reaches_without(graph, m, OPT_IN)}
     bad = sorted(m for m in below if any(m == f or m.startswith(f + ".") for f in forbidden))
     assert bad == [], f"{low} reaches {bad}"
 
@@ -148,3 +164,14 @@ def test_importing_the_collector_loads_no_index_and_no_rules():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=ROOT)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[]"
+
+
+def test_a_run_without_live_diagnosis_loads_no_rules(tmp_path):
+    code = ("import sys, torch; from traindoc import collector; m = torch.nn.Linear(2, 2); "
+            "o = torch.optim.SGD(m.parameters(), lr=0.1); "
+            f"r = collector.attach(m, o, root={str(tmp_path)!r}, name='x'); "
+            "[(o.zero_grad(), m(torch.randn(4, 2)).sum().backward(), o.step()) for _ in range(60)]; r.close(); "
+            "print(sorted(k for k in sys.modules if k.startswith(('traindoc.rules', 'traindoc.catalog', 'sqlite3'))))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip().splitlines()[-1] == "[]"
