@@ -40,8 +40,17 @@ def root_dir() -> str:
 def discover(root: str) -> dict[str, str]:
     """name -> path of every run under ROOT, from the run provider (the catalog's listing,
     brought up to date): names are paths relative to ROOT with '/'; runs whose real path leaves
-    ROOT are not listed."""
-    return provider_for(root).list_runs()
+    ROOT are not listed, nor are names with bytes that are not UTF-8 (a page can neither show
+    nor link them; the runs page warns about them by name, with those bytes escaped)."""
+    return {n: p for n, p in provider_for(root).list_runs().items() if _is_text(n)}
+
+
+def _is_text(name: str) -> bool:
+    try:
+        name.encode("utf-8")
+        return True
+    except UnicodeEncodeError:
+        return False
 
 
 _VERSIONS = itertools.count()

@@ -405,10 +405,7 @@ def test_hostile_root_through_the_cli_the_catalog_and_every_page(tmp_path, monke
     assert not marker.exists()
 
 
-# ---- found by the fuzzing, in files this change does not own: reported, marked ---------------
-@pytest.mark.xfail(strict=True, reason="reported: traindoc/catalog/index.py Catalog._refresh takes `listed` from the "
-                   "index when the tree is unchanged, so odd (non-UTF-8) names are never in it and 'odd_names' is "
-                   "rewritten as []; diagnose_tree then trusts the catalog and the run is gone")
+# ---- found by the fuzzing (fixed after it reported them) ---------------------------------------
 def test_a_run_named_with_non_utf8_bytes_is_diagnosed_on_every_call(tmp_path):
     root = tmp_path / "root"
     root.mkdir()
@@ -421,8 +418,6 @@ def test_a_run_named_with_non_utf8_bytes_is_diagnosed_on_every_call(tmp_path):
                                                                                                      NON_UTF8}
 
 
-@pytest.mark.xfail(strict=True, reason="reported: traindoc/logs.py read_hparams swallows every yaml.safe_load error "
-                   "(`except Exception: return {}`): the hyperparameters vanish without a word")
 def test_an_hparams_yaml_that_safe_load_refuses_is_one_message(tmp_path):
     marker = tmp_path / MARKER
     root = tmp_path / "root"
@@ -434,9 +429,6 @@ def test_an_hparams_yaml_that_safe_load_refuses_is_one_message(tmp_path):
     assert len(said) == 1, said
 
 
-@pytest.mark.xfail(strict=True, reason="reported: traindoc/rules/curves.py num_classes() does int(v) on an infinite "
-                   "num_classes (hparams.yaml `num_classes: .inf`): OverflowError out of every rule that asks, and "
-                   "`traindoc diagnose ROOT` dies with a traceback")
 def test_a_lightning_run_with_infinite_num_classes_is_diagnosed(tmp_path):
     root = tmp_path / "root"
     root.mkdir()
@@ -447,9 +439,6 @@ def test_a_lightning_run_with_infinite_num_classes_is_diagnosed(tmp_path):
     assert {r["run"] for r in json.loads(p.stdout)["runs"]} == {"pl-inf", "plain"}
 
 
-@pytest.mark.xfail(strict=True, reason="reported: app/runview/build.py view(None) lists a run whose name is not UTF-8 "
-                   "(discover keeps it), and run.js's encodeURIComponent throws URIError on its lone surrogates: the "
-                   "run page's pick list is not drawn at all")
 def test_every_run_the_pick_list_offers_can_be_linked(tmp_path, monkeypatch):
     from traindoc.app.runview import build
 

@@ -252,7 +252,9 @@ def test_growing_file_read_incrementally_and_cached(tmp_path):
     r2 = TBRunReader(str(tmp_path / "live"))
     r2.poll()
     assert r2.records == 150
-    cached = [f for f in os.listdir(os.environ["TRAINDOC_CACHE"]) if f.endswith(".npz")]
+    from traindoc.paths import tb_cache_dir
+
+    cached = [f for f in os.listdir(tb_cache_dir()) if f.endswith(".npz")]
     assert cached  # the second reader started from the cache
     assert r2.series().get("train/loss").equals(r.series().get("train/loss"))
 

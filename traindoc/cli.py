@@ -99,6 +99,7 @@ def _table(reports) -> str:
                 f" (not judged: {', '.join(s['rule'] for s in r.skipped)})" if r.skipped else "")))
         for f in r.findings:
             rows.append((r.name, f.rule, f.severity, f"{f.steps[0]}-{f.steps[1]}", f.advice))
+    rows = [tuple(str(c).replace("\r", " ").replace("\n", " ") for c in row) for row in rows]  # one line each
     widths = [min(max(len(row[i]) for row in rows), 40) for i in range(4)]
     lines = []
     for k, row in enumerate(rows):

@@ -177,7 +177,9 @@ def read_table(path: str) -> tuple[dict, dict]:
 
 
 def read_hparams(path: str) -> dict:
-    """Lightning's hparams.yaml as a flat config: PyYAML where installed, else `key: value` lines."""
+    """Lightning's hparams.yaml as a flat config: PyYAML where installed (safe_load: a tag such
+    as !!python/object is refused, never run), else `key: value` lines. Raises ValueError, with
+    one line saying why, for a file that cannot be read as YAML."""
     try:
         with open(path, encoding="utf-8") as f:
             text = f.read()
@@ -197,8 +199,9 @@ def read_hparams(path: str) -> dict:
                 x = _number(m.group(2))
                 out[m.group(1)] = x if x is not None else m.group(2).strip("'\"")
         return out
-    except Exception:
-        return {}
+    except Exception as exc:  # noqa: BLE001 - yaml's errors have no common base worth naming
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ValueError(f"{os.path.basename(path)}: not read as YAML ({first}); hyperparameters left out") from None
 
 
 def read_mlflow(path: str) -> tuple[dict, dict]:
@@ -298,7 +301,12 @@ class LogRunReader:
         else:
             raw, extra = read_table(self._files()[0])
             if self.kind == "lightning":
-                extra = {"config": read_hparams(os.path.join(self.path, PL_HPARAMS))}
+                try:
+                    extra = {"config": read_hparams(os.path.join(self.path, PL_HPARAMS))}
+                except ValueError as exc:  # the metrics are still read; the page and the CLI say why
+                    extra = {"config": {}}
+                    if str(exc) not in self.problems:
+                        self.problems.append(str(exc))
         self._sig, self._raw, self._extra, self._series = sig, raw, extra, None
         return self.records
 

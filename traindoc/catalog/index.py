@@ -81,14 +81,17 @@ class Catalog:
             known = {n: (s, v, p, q, st, up) for n, s, v, p, q, st, up in
                      db.execute("SELECT name, sig, version, path, quick, status, updated FROM runs")}
             skeleton = self._info(db, "skeleton")
+            odd_before = self._info(db, "odd_names") or []
         if skeleton is not None and known and unchanged(skeleton):
             listed = {n: k[2] for n, k in known.items()}  # no folder changed: the same runs
             others = None
+            odd_shown = odd_before  # the index never held them: what the last walk found still stands
         else:
             listed, others, skeleton = self._scan()
-        odd = [n for n, p in listed.items() if not (is_text(n) and is_text(p))]
-        for n in odd:  # SQLite holds text as UTF-8: these are reported, not indexed
-            del listed[n]
+            odd = [n for n, p in listed.items() if not (is_text(n) and is_text(p))]
+            for n in odd:  # SQLite holds text as UTF-8: these are reported, not indexed
+                del listed[n]
+            odd_shown = [shown(n) for n in odd]
         todo = []
         for name, path in listed.items():
             old = known.get(name)
@@ -103,7 +106,7 @@ class Catalog:
         rows = read_all([p for _, p in todo], progress, workers)
         with self._db() as db:
             db.execute("BEGIN")
-            db.execute("INSERT OR REPLACE INTO info VALUES ('odd_names', ?)", (dumps([shown(n) for n in odd]),))
+            db.execute("INSERT OR REPLACE INTO info VALUES ('odd_names', ?)", (dumps(odd_shown),))
             if others is not None:
                 db.execute("INSERT OR REPLACE INTO info VALUES ('not_runs', ?)",
                            (dumps([os.path.relpath(o, self.root).replace(os.sep, "/") for o in others]),))

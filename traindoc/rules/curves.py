@@ -176,8 +176,8 @@ def num_classes(run: RunSeries) -> int | None:
     for source in (run.meta, run.meta.get("config") or {}):
         for key in ("num_classes", "n_classes", "classes"):
             v = source.get(key)
-            if isinstance(v, (int, float)) and not isinstance(v, bool) and v >= 2:
-                return int(v)
+            if isinstance(v, (int, float)) and not isinstance(v, bool) and 2 <= v < 1e12:
+                return int(v)  # an infinite or absurd count (a hand-written config) is no count
     return None
 
 
