@@ -12,6 +12,7 @@ import time
 import torch
 
 from traindoc import format as fmt
+from traindoc.jsonsafe import plain
 
 
 def initial_meta(name: str, config, model, optimizers, num_classes, log_every: int,
@@ -23,7 +24,7 @@ def initial_meta(name: str, config, model, optimizers, num_classes, log_every: i
         "schema_version": fmt.SCHEMA_VERSION,
         "name": name,
         "status": fmt.STATUS_RUNNING,
-        "config": _jsonable(dict(config or {})),
+        "config": plain(dict(config or {})),  # exotic values as their text
         "start_time": time.time(),
         "end_time": None,
         "host": socket.gethostname(),
@@ -62,16 +63,3 @@ def _git_commit() -> str | None:
         return r.stdout.strip() or None if r.returncode == 0 else None
     except (OSError, subprocess.SubprocessError):
         return None
-
-
-def _jsonable(value):
-    """Config values as JSON data; anything exotic becomes its repr."""
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if value is None or isinstance(value, (bool, int, float, str)):
-        return value
-    if isinstance(value, torch.Tensor) and value.numel() == 1:
-        return value.item()  # config, not hot path
-    return repr(value)

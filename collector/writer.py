@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
 from traindoc import format as fmt
+from traindoc.jsonsafe import plain
 
 from . import stats
 
@@ -112,7 +113,7 @@ class SharedMeta(MutableMapping):
         """meta.json's text with `changes` applied, serialised under the lock."""
         with self._lock:
             self._data.update(changes)
-            return json.dumps(self._data, indent=1, default=str, allow_nan=True)
+            return json.dumps(plain(self._data), indent=1, allow_nan=True)
 
 
 class RunWriter:
