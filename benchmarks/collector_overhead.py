@@ -6,6 +6,8 @@ ratios is printed, with the middle half of the rounds.
   bare          the loop alone
   bare_again    the loop alone once more: its ratio shows the measurement's own noise
   collector     traindoc at its defaults (loss, accuracy, LR, update ratios every 100 steps)
+  live          traindoc at its defaults with live diagnosis on (on_finding: the rules after each
+                flush that wrote data, on the writer's thread); also printed against `collector`
   ratios_every1 traindoc sampling update ratios on every step
   tensorboard   the same scalars through torch.utils.tensorboard.SummaryWriter each step
 usage: python benchmarks/collector_overhead.py [--steps 2000] [--rounds 9]
@@ -43,6 +45,8 @@ def loop(variant: str, steps: int, tmp: str) -> float:
     run = writer = None
     if variant == "collector":
         run = collector.attach(model, opt, root=tmp, name=f"b{time.time_ns()}")
+    elif variant == "live":
+        run = collector.attach(model, opt, root=tmp, name=f"b{time.time_ns()}", on_finding=lambda f: None)
     elif variant == "ratios_every1":
         run = collector.attach(model, opt, root=tmp, name=f"b{time.time_ns()}", ratio_every=1)
     elif variant == "tensorboard":
@@ -77,7 +81,7 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=9)
     args = ap.parse_args()
     torch.set_num_threads(1)  # one training thread; the writer thread gets the other core, as in real jobs
-    variants = ["bare", "bare_again", "collector", "ratios_every1", "tensorboard"]
+    variants = ["bare", "bare_again", "collector", "live", "ratios_every1", "tensorboard"]
     times = {v: [] for v in variants}
     with tempfile.TemporaryDirectory() as tmp:
         for v in variants:  # warm-up
@@ -93,6 +97,9 @@ def main() -> None:
         paired = sorted(t / b for t, b in zip(times[v], times["bare"]))
         lo, hi = paired[len(paired) // 4], paired[(3 * len(paired)) // 4]
         print(f"{v:>14} / bare = {statistics.median(paired):.3f}   (rounds' middle half {lo:.3f}-{hi:.3f})")
+    paired = sorted(t / c for t, c in zip(times["live"], times["collector"]))
+    print(f"{'live':>14} / collector = {statistics.median(paired):.3f}   "
+          f"(rounds' middle half {paired[len(paired) // 4]:.3f}-{paired[(3 * len(paired)) // 4]:.3f})")
 
 
 if __name__ == "__main__":
