@@ -14,6 +14,7 @@ from dataclasses import dataclass, field, replace
 
 from traindoc import remote
 from traindoc.discovery import open_reader
+from traindoc.catalog.summary import is_text
 from traindoc.provider import provider_for
 from traindoc.series import RunFormatError, RunSeries
 from traindoc.rules import curve_gaps, diagnose_run, series_found
@@ -42,15 +43,7 @@ def discover(root: str) -> dict[str, str]:
     brought up to date): names are paths relative to ROOT with '/'; runs whose real path leaves
     ROOT are not listed, nor are names with bytes that are not UTF-8 (a page can neither show
     nor link them; the runs page warns about them by name, with those bytes escaped)."""
-    return {n: p for n, p in provider_for(root).list_runs().items() if _is_text(n)}
-
-
-def _is_text(name: str) -> bool:
-    try:
-        name.encode("utf-8")
-        return True
-    except UnicodeEncodeError:
-        return False
+    return {n: p for n, p in provider_for(root).list_runs().items() if is_text(n)}
 
 
 _VERSIONS = itertools.count()

@@ -19,24 +19,22 @@ from .curves import loss_curve, lr_series, num_classes, raw_loss_curve
 CURVE_RULES = ("lr_too_low", "lr_too_high", "early_decay", "overfitting", "underfitting", "train_longer")
 
 
-def _loss(run: RunSeries, cfg: Thresholds) -> str | None:
-    c = loss_curve(run)
+def _enough(c, cfg: Thresholds) -> str | None:
     if c is None:
         return "train loss"
     if len(c) < cfg.min_windows:
         return f"train loss with {cfg.min_windows}+ points (has {len(c)})"
     return None
+
+
+def _loss(run: RunSeries, cfg: Thresholds) -> str | None:
+    return _enough(loss_curve(run), cfg)
 
 
 def _loss_windows(run: RunSeries, cfg: Thresholds) -> str | None:
     """Enough windows of the train loss, NaN/inf ones counted: a run that blew up to NaN early
     has few finite windows, and its divergence is still what it shows."""
-    c = raw_loss_curve(run)
-    if c is None:
-        return "train loss"
-    if len(c) < cfg.min_windows:
-        return f"train loss with {cfg.min_windows}+ points (has {len(c)})"
-    return None
+    return _enough(raw_loss_curve(run), cfg)
 
 
 def _has(run: RunSeries, *keys: str) -> bool:
