@@ -140,3 +140,21 @@ def test_every_package_data_pattern_names_real_files():
             assert glob.glob(os.path.join(_source_folder(package, dirs), pattern)), (package, pattern)
     for package in tool["packages"]:  # and every listed package exists where the mapping says
         assert os.path.isdir(_source_folder(package, dirs)), package
+
+
+def test_every_subpackage_is_in_the_wheel():
+    """A subpackage missing from [tool.setuptools] packages is left out of the wheel (the
+    catalog package once was: the installed `traindoc serve` could not start)."""
+    import tomllib
+
+    with open(os.path.join(ROOT, "pyproject.toml"), "rb") as f:
+        tool = tomllib.load(f)["tool"]["setuptools"]
+    listed = set(tool["packages"])
+    for package, folder in tool["package-dir"].items():
+        base = os.path.join(ROOT, folder)
+        for dirpath, dirnames, files in os.walk(base):
+            dirnames[:] = [d for d in dirnames if not d.startswith((".", "__"))]
+            if "__init__.py" in files:
+                rel = os.path.relpath(dirpath, base)
+                name = package if rel == "." else package + "." + rel.replace(os.sep, ".")
+                assert name in listed, name
