@@ -35,7 +35,7 @@ def _loop(run, model, opt, x, y, steps, pause=0.002):
     return done
 
 
-def test_a_diverging_run_stops_within_a_few_windows_and_is_marked(tmp_path):
+def test_a_diverging_run_stops_within_a_few_windows_and_is_marked(tmp_path, monkeypatch):
     torch.manual_seed(0)
     x, y = blobs(2048)
     model = mlp()
@@ -60,6 +60,13 @@ def test_a_diverging_run_stops_within_a_few_windows_and_is_marked(tmp_path):
     assert meta["stopped_by"]["rule"] == "lr_too_high" and meta["end_reason"] == "stopped by traindoc: lr_too_high"
     assert [f["rule"] for f in meta["live_findings"]] == ["lr_too_high"]  # raised once, not every window
     assert meta["live_findings"][0]["raised_at_step"] <= done
+    from traindoc.app.runview import build  # the run page says when it was first raised
+
+    monkeypatch.setenv("TRAINDOC_ROOT", str(tmp_path))
+    monkeypatch.setenv("TRAINDOC_CACHE", str(tmp_path / "cache"))
+    shown = json.loads(build.view("diverge")[0])["findings"]
+    (f,) = [f for f in shown if f["rule"] == "lr_too_high"]
+    assert f["raised"]["step"] == meta["live_findings"][0]["raised_at_step"]
 
 
 def test_a_healthy_run_is_never_stopped_and_raises_nothing(tmp_path):

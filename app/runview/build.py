@@ -46,10 +46,21 @@ def _fmt(v) -> str:
     return str(v)
 
 
-def _findings(findings: list) -> list[dict]:
-    return [{"rule": f.rule, "severity": f.severity, "steps": [int(f.steps[0]), int(f.steps[1])],
+def _findings(findings: list, meta: dict | None = None) -> list[dict]:
+    """The findings as the page shows them; `raised`: when live diagnosis inside training first
+    raised that rule (meta.json's live_findings), if it did."""
+    first: dict = {}
+    for r in (meta or {}).get("live_findings") or []:
+        if isinstance(r, dict) and r.get("rule") not in first:
+            first[r.get("rule")] = r
+    out = []
+    for f in findings:
+        d = {"rule": f.rule, "severity": f.severity, "steps": [int(f.steps[0]), int(f.steps[1])],
              "advice": f.advice, "evidence": ", ".join(f"{k} = {_fmt(v)}" for k, v in f.evidence.items())}
-            for f in findings]
+        if f.rule in first:
+            d["raised"] = {"step": first[f.rule].get("raised_at_step"), "at": first[f.rule].get("raised_at")}
+        out.append(d)
+    return out
 
 
 def _figure_key(ld: Loaded, status: str, smoothing: float, log_y: bool, steps) -> str:
@@ -110,7 +121,7 @@ def view(name: str | None, smoothing: float = 0.6, log_y: bool = False,
         "problems": list(ld.problems or []), "diagnosed": ld.diagnosed,
         "readings": [str(r) for r in meta.get("readings") or []],
         "not_diagnosed": None if ld.diagnosed else not_diagnosed_text(ld),
-        "skipped": [s["rule"] for s in ld.skipped or []], "findings": _findings(ld.findings or []),
+        "skipped": [s["rule"] for s in ld.skipped or []], "findings": _findings(ld.findings or [], meta),
         "has_series": bool(run.keys), "smoothing": smoothing, "log_y": log_y,
         "steps": list(steps) if steps else None,
         "meta": meta,

@@ -100,7 +100,8 @@
     for (const f of v.findings) {
       const kind = ["error", "warning", "info"].includes(f.severity) ? f.severity : "info";
       out.append(box(kind, el("b", {}, f.rule), " (" + f.severity + ", steps " + f.steps[0] + "–" + f.steps[1] +
-        "): " + f.advice + "\nEvidence: " + f.evidence));
+        "): " + f.advice + "\nEvidence: " + f.evidence +
+        (f.raised ? "\nFirst raised during training at step " + f.raised.step + "." : "")));
     }
   }
 
