@@ -111,7 +111,7 @@ def test_a_run_no_curve_rule_could_judge_is_not_diagnosed(tmp_path):
     assert opaque["diagnosed"] is False and short["diagnosed"] is False
     assert {"custom/metric_a", "custom/metric_b"} <= set(opaque["found"])
     skipped = {s["rule"]: s["missing"] for s in opaque["skipped"]}
-    assert skipped["lr_too_high"] == ["train loss"] and "validation accuracy" in skipped["underfitting"]
+    assert skipped["lr_too_high"] == ["train loss"] and "validation accuracy or loss" in skipped["underfitting"]
     assert {s["rule"]: s["missing"] for s in short["skipped"]}["lr_too_low"] == ["train loss with 8+ points (has 3)"]
     table = traindoc("diagnose", str(tmp_path))
     assert "no problems found" not in table.stdout

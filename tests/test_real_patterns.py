@@ -228,3 +228,135 @@ def test_a_sweep_that_sets_min_lr_from_the_lr_is_still_a_sweep():
     assert "lr_too_low" in {f.rule for f in diagnose_runs(runs)[0].findings}
     runs[0].meta["config"]["batch_size"] = 32  # a setting that is not the LR's: that run leaves the sweep
     assert [m.name for m in find_sweeps(runs)[0].members] == ["lr0.001", "lr0.01", "lr0.1"]
+
+
+
+def test_a_sweep_with_its_own_output_paths_and_a_run_planned_shorter():
+    """makemore's and word_language_model's LR tries: each run saves to its own path (`work_dir`,
+    `save`), the baseline ran longer (`max_steps`), and a run planned at a third of the steps sits
+    beside them. The paths and lengths split no sweep; the short run is judged on its own."""
+    runs = []
+    for i, (lr, steps) in enumerate(((5e-6, 5001), (5e-5, 5001), (5e-4, 7501), (5e-3, 5001), (5e-4, 1501))):
+        idx = np.arange(100, steps, 100)
+        level = {5e-6: 2.9, 5e-5: 2.3, 5e-4: 2.1, 5e-3: 2.05}[lr]
+        loss = level + (3.3 - level) * np.exp(-idx / (800 if lr >= 5e-4 else 3000))
+        runs.append(RunSeries.from_dict(f"r{i}", {fmt.LOSS_RAW: pd.Series(loss, index=idx),
+                                                  fmt.VAL_LOSS: pd.Series(loss + 0.02, index=idx)},
+                                        {"config": {"learning_rate": lr, "max_steps": steps, "work_dir": f"/tmp/o{i}",
+                                                    "save": f"/tmp/m{i}.pt", "n_layer": 2}}, path=f"/mm/r{i}"))
+    (sweep,) = find_sweeps(runs)
+    assert sorted(m.name for m in sweep.members) == ["r0", "r1", "r2", "r3"]  # r4 was planned at 1501 steps
+    fired = [{f.rule for f in d.findings} for d in diagnose_runs(runs)]
+    assert "lr_too_low" in fired[0] and "lr_too_low" in fired[1] and "lr_too_low" not in fired[3]
+    runs[1].meta["config"]["data_dir"] = "/data/other"  # an input that differs is a difference
+    assert "r1" not in [m.name for m in find_sweeps(runs)[0].members]
+
+def _yolo_logdir(folder, epochs=60, overfit=True):
+    """A detector's TensorBoard run as YOLOv5 writes it: per-epoch loss terms under train/ and
+    val/, no total loss, mAP under metrics/, one LR per parameter group as x/lr0..2."""
+    from torch.utils.tensorboard import SummaryWriter
+
+    w = SummaryWriter(folder)
+    for e in range(epochs):
+        fall = math.exp(-e / 8)
+        for split, extra in (("train", 0.0), ("val", 0.0006 * max(0, e - 20) if overfit else 0.0)):
+            w.add_scalar(f"{split}/box_loss", 0.05 + 0.08 * fall + extra, e)
+            w.add_scalar(f"{split}/obj_loss", 0.02 + 0.03 * fall + extra, e)
+            w.add_scalar(f"{split}/cls_loss", 0.005 + 0.02 * fall + extra, e)
+        w.add_scalar("metrics/mAP_0.5", 0.7 * (1 - fall), e)
+        sched = 0.01 * (1 - e / epochs)
+        warm = min(1.0, (e + 1) / 4)  # a 4-epoch warm-up: the weights' LR rises, the biases' falls from 0.1
+        w.add_scalar("x/lr0", 0.1 + (sched - 0.1) * warm, e)
+        for g in (1, 2):
+            w.add_scalar(f"x/lr{g}", sched * warm, e)
+    w.close()
+
+
+def test_a_detectors_loss_terms_are_summed_into_its_loss_and_judged(tmp_path):
+    _yolo_logdir(str(tmp_path / "exp"))
+    s, _ = load(str(tmp_path / "exp"))
+    assert s.has(fmt.LOSS_RAW) and s.has(fmt.VAL_LOSS) and s.has("lr/pg0") and s.has("lr/pg2")
+    e = 30
+    fall = math.exp(-e / 8)
+    want = (0.05 + 0.08 * fall) + (0.02 + 0.03 * fall) + (0.005 + 0.02 * fall)
+    assert abs(s.get(fmt.LOSS_RAW).loc[e] - want) < 1e-5
+    assert s.has("custom/train/box_loss")  # the terms stay on the page
+    assert any("sum of the 3 loss terms" in r and "`val/cls_loss`" in r for r in s.meta["readings"])
+    assert "overfitting" in _fired(s)  # before: no loss at all, the run was not diagnosed
+    from traindoc.rules.curves import lr_series
+
+    assert lr_series(s).max() < 0.011  # the weights' schedule, not the biases' warm-down from 0.1
+    assert "early_decay" not in _fired(s)
+    _yolo_logdir(str(tmp_path / "fine"), overfit=False)
+    assert "overfitting" not in _fired(load(str(tmp_path / "fine"))[0])
+
+
+def test_a_lone_loss_term_or_a_run_with_its_own_total_is_not_summed(tmp_path):
+    from torch.utils.tensorboard import SummaryWriter
+
+    w = SummaryWriter(str(tmp_path / "a"))
+    for s in range(20):
+        w.add_scalar("train/box_loss", 1.0 / (s + 1), s)  # one term alone: a part, not the loss
+        w.add_scalar("total_loss", 3.0 / (s + 1), s)
+        w.add_scalar("train/cls_loss", 2.0 / (s + 1), s)
+        w.add_scalar("val/box_loss", 1.0 / (s + 1), s)
+    w.close()
+    s, _ = load(str(tmp_path / "a"))
+    assert np.allclose(s.get(fmt.LOSS_RAW).to_numpy(), 3.0 / np.arange(1, 21))  # its own total, not a sum
+    assert not s.has(fmt.VAL_LOSS)  # one validation term is no validation loss
+
+
+def test_a_hand_written_history_without_an_epoch_column_is_read_row_by_row(tmp_path):
+    rows = ["training_loss, training_acc, val_loss, val_acc, time"]
+    for e in range(25):
+        rows.append(f"{0.69 - 0.001 * e:.5f},{0.45 + 0.001 * e:.5f},{0.52 - 0.0005 * e:.5f},0.72414,0.05")
+    (tmp_path / "training_log.csv").write_text("\n".join(rows) + "\n")
+    (tmp_path / "notes.csv").write_text("name,comment\nrun1,fine\n")  # no loss column: not a run
+    from traindoc.discovery import find_runs
+
+    assert find_runs(str(tmp_path)) == [str(tmp_path / "training_log.csv")]
+    s, _ = load(str(tmp_path / "training_log.csv"))
+    assert list(s.get(fmt.LOSS_RAW).index) == list(range(1, 26))
+    assert s.has(fmt.VAL_LOSS) and s.has(fmt.VAL_ACC)
+    assert _fired(s)  # a loss that barely moved in 25 epochs is judged, not passed as healthy
+
+
+def test_a_network_that_never_learned_is_underfitting_and_not_told_to_train_longer():
+    """Loss at ln 4 from the first evaluation, accuracy at chance (a LoRA fine-tune at too small an
+    LR, a reading-comprehension model): nothing was learned, so more steps are no advice."""
+    rng = np.random.default_rng(1)
+    n = 40
+    val_loss = np.log(4) - 0.0002 * np.arange(n) / n + rng.normal(0, 0.0003, n)  # edging down: not progress
+    run = _epochs(np.log(4) + 0.01 + rng.normal(0, 0.004, n), val_loss,
+                  **{fmt.VAL_ACC: 0.25 + rng.normal(0, 0.02, n)})
+    d = diagnose_run(run)
+    stuck = [f for f in d.findings if f.rule == "underfitting"]
+    assert stuck and stuck[0].evidence["classes"] == 4 and stuck[0].evidence["never_learned"]
+    assert "train_longer" not in {f.rule for f in d.findings}
+    assert {s["rule"] for s in d.skipped}.isdisjoint({"underfitting"})  # judged without a train accuracy
+
+
+def test_one_constant_prediction_or_a_frozen_validation_loss_is_underfitting():
+    rng = np.random.default_rng(2)
+    train = 0.57 + rng.normal(0, 0.004, 30)
+    # the same validation accuracy at every one of 30 epochs: one class predicted for everything
+    const = _epochs(train, 0.45 + rng.normal(0, 0.003, 30), **{fmt.VAL_ACC: np.full(30, 0.72414)})
+    assert "underfitting" in _fired(const)
+    frozen = _epochs(1.34 + rng.normal(0, 0.003, 30), 1.5277 + rng.normal(0, 0.00005, 30))
+    assert "underfitting" in _fired(frozen)
+
+
+def test_runs_that_learned_are_not_read_as_never_learned():
+    rng = np.random.default_rng(3)
+    e = np.arange(30)
+    # converged early: the loss fell, then flat; validation accuracy high and a little noisy
+    conv = _epochs(2.3 * np.exp(-e) + 0.1 + rng.normal(0, 0.002, 30), 0.3 + rng.normal(0, 0.002, 30),
+                   **{fmt.VAL_ACC: 0.93 + rng.normal(0, 0.003, 30), fmt.TRAIN_ACC_EPOCH: 0.95 + rng.normal(0, 0.003, 30)})
+    assert "underfitting" not in _fired(conv)
+    # a loss flat at ln 10 but accuracy well above chance is no uniform guess
+    flat = _epochs(np.log(10) + rng.normal(0, 0.003, 30), np.log(10) + rng.normal(0, 0.003, 30),
+                   **{fmt.VAL_ACC: 0.6 + rng.normal(0, 0.01, 30)})
+    assert not any(f.evidence.get("never_learned") for f in diagnose_run(flat).findings)
+    # a validation loss that still moves while the train loss falls: learning
+    learning = _epochs(2.0 * np.exp(-e / 10) + 0.2, 1.0 + 0.001 * rng.normal(0, 1, 30) - 0.01 * e)
+    assert not any(f.evidence.get("never_learned") for f in diagnose_run(learning).findings)

@@ -64,14 +64,24 @@ def _hf_checkpoints(path: str) -> list[str]:
 
 
 def _looks_like_table(path: str) -> bool:
-    """A CSV whose header has an epoch or step column and at least one other column."""
+    """A CSV whose header has an epoch or step column and at least one other column, or, with no
+    such column, a loss column and a first row of numbers only (a hand-written history with one
+    row per epoch, as `csv.writer` loops leave them)."""
     try:
         with open(path, encoding="utf-8", errors="replace") as f:
-            head = f.readline()
+            head, first = f.readline(), f.readline()
     except OSError:
         return False
     cols = [c.strip().lower() for c in re.split(r"[,\t]", head)]
-    return len(cols) >= 2 and any(c in _INDEX_COLUMNS for c in cols)
+    if len(cols) >= 2 and any(c in _INDEX_COLUMNS for c in cols):
+        return True
+    return _row_numbered(cols, [c.strip() for c in re.split(r"[,\t]", first)])
+
+
+def _row_numbered(cols: list[str], first: list[str]) -> bool:
+    """A header with a loss column and no index column, over a row of as many numbers."""
+    return (len(cols) >= 2 and any("loss" in c for c in cols) and len(first) == len(cols)
+            and all(_number(v) is not None for v in first))
 
 
 # ---- parsing -------------------------------------------------------------------------
@@ -156,11 +166,14 @@ def read_table(path: str) -> tuple[dict, dict]:
     lower = {c.strip().lower(): c for c in columns}
     step_col = next((lower[c] for c in _INDEX_COLUMNS if c != "epoch" and c in lower), None)
     epoch_col = lower.get("epoch")
-    if step_col is None and epoch_col is None:
+    by_row = step_col is None and epoch_col is None
+    if by_row and not _row_numbered(list(lower), [str(v) for v in rows[0].values()]):
         raise RunFormatError(f"{path}: no step or epoch column among {columns[:8]}")
     points = []
-    for row in rows:
-        if step_col is not None:
+    for n, row in enumerate(rows, 1):
+        if by_row:
+            step = n  # one row per epoch, counted from 1
+        elif step_col is not None:
             step = _number(row.get(step_col))
         else:
             epoch = _number(row.get(epoch_col))

@@ -46,7 +46,8 @@ def mirror_of(repo: str, mirrors: str) -> str | None:
     """The bare git directory fetched for `owner/name`, or None."""
     owner, name = repo.split("/", 1)
     for cand in sorted(glob.glob(os.path.join(mirrors, f"{owner}+{name}*"))):
-        for g in (cand, *glob.glob(os.path.join(cand, "*.git")), *glob.glob(os.path.join(cand, "*"))):
+        for g in (cand, *glob.glob(os.path.join(cand, "*.git")), *glob.glob(os.path.join(cand, "*")),
+                  *glob.glob(os.path.join(cand, "*", ".git"))):
             if os.path.isfile(os.path.join(g, "HEAD")) and os.path.isdir(os.path.join(g, "objects")):
                 return g
     return None

@@ -36,10 +36,20 @@ class Finding:
 EXPLAINED_BY = {"lr_too_low": {"underfitting"}, "lr_too_high": {"underfitting"}}
 
 
+#: A network that learned nothing at all (underfitting's `never_learned` evidence) gains nothing
+#: from more steps: "train longer" is no advice for it, whatever its last evaluations edged.
+EXPLAINED_BY_EVIDENCE = {"never_learned": {"train_longer"}}
+
+
 def drop_explained(findings: list) -> list:
-    """The findings without those another finding among them explains (EXPLAINED_BY)."""
+    """The findings without those another finding among them explains (EXPLAINED_BY, and
+    EXPLAINED_BY_EVIDENCE for a finding whose evidence says so)."""
     fired = {f.rule for f in findings}
     hidden = set().union(*(EXPLAINED_BY.get(r, set()) for r in fired))
+    for f in findings:
+        for key, rules in EXPLAINED_BY_EVIDENCE.items():
+            if f.evidence.get(key):
+                hidden |= rules - {f.rule}
     return [f for f in findings if f.rule not in hidden]
 
 

@@ -127,7 +127,19 @@ def fitted_change(c: Curve) -> tuple[float, float]:
 
 
 def lr_series(run: RunSeries) -> pd.Series | None:
-    """The main learning rate (first group of the first optimizer), if recorded."""
+    """The main learning rate of the first optimizer, if recorded: its first parameter group, or,
+    where three or more groups were logged and they disagree, the group that follows the median
+    of all of them at most steps. A scheduler scales every group alike; one group off on its own
+    (YOLO's bias LR warming down from 0.1 while the weights warm up) is not the run's schedule."""
+    groups = sorted((k for k in run.with_prefix(fmt.LR_PREFIX + "pg") if k[len(fmt.LR_PREFIX) + 2:].isdigit()),
+                    key=lambda k: int(k[len(fmt.LR_PREFIX) + 2:]))
+    if len(groups) >= 3:
+        frame = pd.concat([run.get(k) for k in groups], axis=1, join="inner")
+        if len(frame):
+            vals = frame.to_numpy(dtype=float)
+            med = np.median(vals, axis=1, keepdims=True)
+            close = np.isclose(vals, med, rtol=1e-6, atol=0).sum(axis=0)
+            return run.get(groups[int(np.argmax(close))])
     for key in (fmt.LR_PREFIX + "pg0", "lr"):
         if run.has(key):
             return run.get(key)
@@ -189,3 +201,19 @@ def series_or_none(run: RunSeries, *keys: str) -> pd.Series | None:
             if len(s):
                 return s
     return None
+
+
+def chance_level(run, late_from: float, spread: float = 0.01) -> tuple[int, float] | None:
+    """(C, the accuracy it ends at) when the run's accuracy sits flat at 1/C over its second
+    half, C from the run's number of classes or read off that level (2 to 1000 classes)."""
+    acc = series_or_none(run, fmt.VAL_ACC, fmt.TRAIN_ACC_EPOCH, fmt.TRAIN_ACC)
+    if acc is None or len(acc) < 4:
+        return None
+    late = acc[acc.index >= late_from].to_numpy(dtype=float)
+    if len(late) < 2 or float(np.std(late)) > spread:
+        return None
+    level = float(late.mean())
+    n = num_classes(run) or (int(round(1 / level)) if level > 0 else 0)
+    if not 2 <= n <= 1000 or abs(level - 1 / n) > 0.015:
+        return None
+    return n, level

@@ -7,7 +7,7 @@ import numpy as np
 from traindoc import format as fmt
 
 from .base import Finding, Thresholds
-from .curves import Curve, first_loss, fitted_change, loss_curve, noise, num_classes, raw_loss_curve, series_or_none
+from .curves import Curve, chance_level, first_loss, fitted_change, loss_curve, noise, num_classes, raw_loss_curve, series_or_none
 from .fit_gap import collapsed
 
 ID = "lr_too_high"
@@ -86,22 +86,6 @@ def _exploded(run, c: Curve, cfg: Thresholds) -> Finding | None:
     return None
 
 
-def _chance_level(run, late_from: float) -> tuple[int, float] | None:
-    """(C, the accuracy it ends at) when the run's accuracy sits flat at 1/C over its second
-    half, C from the run's number of classes or read off that level (2 to 1000 classes)."""
-    acc = series_or_none(run, fmt.VAL_ACC, fmt.TRAIN_ACC_EPOCH, fmt.TRAIN_ACC)
-    if acc is None or len(acc) < 4:
-        return None
-    late = acc[acc.index >= late_from].to_numpy(dtype=float)
-    if len(late) < 2 or float(np.std(late)) > 0.01:
-        return None
-    level = float(late.mean())
-    n = num_classes(run) or (int(round(1 / level)) if level > 0 else 0)
-    if not 2 <= n <= 1000 or abs(level - 1 / n) > 0.015:
-        return None
-    return n, level
-
-
 def _dead_at_chance(run, c: Curve, cfg: Thresholds) -> Finding | None:
     """A network killed early: its loss blew up (or went NaN) in the first part of the run, then
     sat flat at ln C, the loss of predicting the class prior, with the accuracy at chance for
@@ -110,7 +94,7 @@ def _dead_at_chance(run, c: Curve, cfg: Thresholds) -> Finding | None:
     if len(c) < 4:
         return None
     last = float(c.steps[-1])
-    chance = _chance_level(run, c.steps[0] + 0.5 * (last - c.steps[0]))
+    chance = chance_level(run, c.steps[0] + 0.5 * (last - c.steps[0]))
     if chance is None:
         return None
     n, acc = chance

@@ -26,6 +26,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -42,6 +43,18 @@ LR_NAMES = ("lr", "learning_rate", "learningrate", "base_lr", "max_lr", "peak_lr
 NOT_HPARAMS = ("name", "run", "run_name", "run_id", "output_dir", "out_dir", "log_dir", "logdir", "logging_dir",
                "save_dir", "checkpoint_dir", "ckpt_dir", "wandb_run_name", "exp_name", "experiment",
                "experiment_name", "tags", "notes", "timestamp", "date", "seed", "random_seed")
+#: Names of where a run writes (its checkpoints, logs, outputs): different in every run of a sweep.
+OUTPUT_NAME = re.compile(r"^(save|out|output|work|log|logging|ckpt|checkpoint|run|exp|results?|tb|tensorboard|wandb)"
+                         r"(_?(dir|path|folder|root|file|to))?$")
+#: Names of how long a run trains: a sweep's runs may differ in it (they are compared at the step
+#: they all reached), but a run much shorter than the others is left out of the comparison.
+LENGTH_NAMES = ("max_steps", "steps", "num_steps", "total_steps", "train_steps", "max_train_steps", "max_iters",
+                "max_iter", "iters", "iterations", "num_iterations", "epochs", "num_epochs", "n_epochs",
+                "max_epochs", "num_train_epochs")
+#: A member planned (its config's length) for less than this share of the group's median is not
+#: compared: a run stopped early on purpose. Runs interrupted at different points are compared
+#: at the step they all reached.
+SHORT_RUN = 0.75
 MIN_RUNS = 3  # a sweep has three LRs at least
 MIN_SPAN = 10.0  # spanning a decade at least
 
@@ -99,7 +112,8 @@ def _hparams(run) -> tuple[float | None, tuple]:
         n = _norm(k)
         if n in LR_NAMES and isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0:
             lr = float(v)
-        elif n not in NOT_HPARAMS and (v is None or isinstance(v, (int, float, str, bool))):
+        elif n not in NOT_HPARAMS and n not in LENGTH_NAMES and not OUTPUT_NAME.match(n) and \
+                (v is None or isinstance(v, (int, float, str, bool))):
             rest.append((n, v if not isinstance(v, float) else round(v, 12)))
     return lr, tuple(sorted(rest, key=lambda kv: kv[0]))
 
@@ -166,7 +180,11 @@ def digest(run, points: int = 400) -> dict | None:
         shape = None if shape is None else (shape[0], None)  # the same schedule, whatever length was run
     val = run.get(fmt.VAL_LOSS) if run.has(fmt.VAL_LOSS) else None  # NaNs kept: a diverged run still has one
     c = loss_curve(run)
+    cfg = run.meta.get("config") if isinstance(run.meta.get("config"), dict) else {}
+    planned = next((float(v) for k, v in cfg.items() if _norm(k) in LENGTH_NAMES
+                    and isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0), None)
     return {"folder": os.path.dirname(os.path.normpath(run.path or "")), "name": run.name, "lr": lr,
+            "planned": planned,
             "hparams": [list(kv) for kv in rest], "shape": [list(shape[0]), shape[1]] if shape else None,
             "inferred": inferred and not rest,
             "val": None if val is None else list(_thin_min(val.index.to_numpy(), val.to_numpy(dtype=float), points)),
@@ -224,6 +242,10 @@ def sweeps_of(digests: list) -> list[Sweep]:
             groups.setdefault(_key(d, coupled[d["folder"]]), []).append(i)
     sweeps = []
     for key, items in groups.items():
+        planned = {i: digests[i].get("planned") for i in items}
+        if all(v is not None for v in planned.values()):
+            typical = float(np.median(list(planned.values())))
+            items = [i for i in items if planned[i] >= SHORT_RUN * typical]  # a run planned short is judged alone
         lrs = [digests[i]["lr"] for i in items]
         distinct = sorted(set(lrs))
         if len(distinct) < MIN_RUNS or distinct[-1] / distinct[0] < MIN_SPAN:

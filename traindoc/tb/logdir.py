@@ -20,6 +20,7 @@ import time
 from dataclasses import dataclass, field
 
 import numpy as np
+import pandas as pd
 
 from traindoc import format as fmt
 from traindoc import paths
@@ -27,7 +28,7 @@ from traindoc.series import RunFormatError, RunSeries
 from traindoc.windows import window_stats
 
 from .events import read_scalars
-from .mapping import load_overrides, map_tags
+from .mapping import _METRICS, _SPLITS, _tokens, load_overrides, map_tags
 
 KERAS_SPLITS = ("train", "validation")
 #: Sibling folders that are one run's splits: Keras writes train/ and validation/,
@@ -360,6 +361,7 @@ def build_series(raw: dict, meta: dict, path: str, keras: bool, overrides=None, 
             data[target] = (steps[order], values[order], walls[order])
             sources[target] = tag
     readings = _say_sources(sources, mapping)
+    readings += sum_loss_parts(data, raw, mapping)
     readings += align_epochs(data)
     _add_windows(data)
     meta = {**meta, "readings": readings} if readings else meta
@@ -388,6 +390,54 @@ def _looks_held_out(tag: str, metric: str) -> bool:
     held = {"eval", "val", "valid", "validation", "test", "dev", "v"}
     names = {"loss": {"loss"}, "acc": {"acc", "accuracy", "top1"}}[metric]
     return bool(held & set(words)) and bool(names & set(words))
+
+
+def _loss_part(tag: str):
+    """('train' or 'val', part) for a tag that names one term of a split's loss, as detectors
+    log them (`train/box_loss`, `val/cls_loss`, `train_loss_rpn`, `val/dfl_loss`); else None."""
+    words = _tokens(tag)
+    if len(words) != 3 or "loss" not in words or words.count("loss") != 1:
+        return None
+    split = [w for w in words if w in _SPLITS]
+    if len(split) != 1 or _SPLITS[split[0]] not in ("train", "val"):
+        return None
+    part = [w for w in words if w not in ("loss", split[0])]
+    if len(part) != 1 or part[0] in _SPLITS or part[0] in _METRICS or part[0].isdigit():
+        return None
+    return _SPLITS[split[0]], part[0]
+
+
+def sum_loss_parts(data: dict, raw: dict, mapping: dict) -> list[str]:
+    """Where a run logged no loss for a split but two or more of its terms (YOLO's box, cls and
+    dfl losses; a detector's rpn and roi losses), that split's loss is their sum at the steps
+    where every term was logged: what the optimiser minimised, as the frameworks add them up.
+    The terms stay custom scalars too. Changes `data` in place; returns a line per summed loss."""
+    parts: dict[str, dict[str, str]] = {}
+    for tag, targets in mapping.items():
+        if targets and all(t.startswith(fmt.CUSTOM_PREFIX) for t in targets):
+            found = _loss_part(tag)
+            if found:
+                parts.setdefault(found[0], {}).setdefault(found[1], tag)
+    out = []
+    for split, target in (("train", fmt.LOSS_RAW), ("val", fmt.VAL_LOSS)):
+        terms = parts.get(split, {})
+        if len(terms) < 2 or target in data or (split == "train" and fmt.LOSS_EPOCH + "/mean" in data):
+            continue
+        tags = list(terms.values())
+        per = []
+        for tag in tags:
+            steps, values, walls = raw[tag]
+            order = np.argsort(steps, kind="stable")
+            per.append(pd.Series(values[order], index=steps[order]).groupby(level=0).last())
+        frame = pd.concat(per, axis=1, join="inner")
+        if len(frame) < 2:
+            continue
+        total = frame.sum(axis=1, skipna=False)
+        steps = total.index.to_numpy(dtype=np.int64)
+        data[target] = (steps, total.to_numpy(dtype=float), np.full(len(steps), np.nan))
+        out.append(f"{target} is the sum of the {len(tags)} loss terms logged for it: "
+                   + " + ".join(f"`{t}`" for t in tags))
+    return out
 
 
 #: Series that a script may log once per epoch, at the epoch's number instead of the train step.

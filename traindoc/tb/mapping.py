@@ -156,6 +156,10 @@ def _candidates(tag: str, keras: bool):
     if tag == "epoch":
         yield "epoch", 1
         return
+    m = re.match(r"^(?:[A-Za-z]+/)?lr[_-]?(\d+)$", tag)
+    if m:  # one LR per parameter group, numbered: YOLO's x/lr0, x/lr1 ...
+        yield f"lr/pg{int(m.group(1))}", 4
+        return
     p = _plain(tag)
     if p:
         split, metric, level = p
