@@ -360,3 +360,36 @@ def test_runs_that_learned_are_not_read_as_never_learned():
     # a validation loss that still moves while the train loss falls: learning
     learning = _epochs(2.0 * np.exp(-e / 10) + 0.2, 1.0 + 0.001 * rng.normal(0, 1, 30) - 0.01 * e)
     assert not any(f.evidence.get("never_learned") for f in diagnose_run(learning).findings)
+
+
+def _windows(name, mean, steps=None):
+    steps = np.arange(10, 10 * len(mean) + 1, 10) if steps is None else steps
+    s = {fmt.LOSS_WINDOW + "/mean": pd.Series(mean, index=steps), fmt.LOSS_WINDOW + "/var": pd.Series(0.01, index=steps),
+         fmt.LOSS_WINDOW + "/count": pd.Series(10.0, index=steps)}
+    return RunSeries.from_dict(name, s, {}, path=f"/r/{name}")
+
+
+def test_a_run_stopped_while_its_train_loss_still_fell_steeply_is_told_to_train_longer():
+    """minGPT stopped at 300 or 1001 iterations, a detectron2 run still in its warm-up: no
+    validation loss, the train loss still falling at its lowest. Before, nothing was said."""
+    t = np.arange(1, 101)
+    cut = _windows("cut", 0.5 + 2.0 * np.exp(-t / 60))
+    d = diagnose_run(cut)
+    (f,) = [f for f in d.findings if f.rule == "train_longer"]
+    assert f.evidence["validation"] is None and f.evidence["share_of_total_drop"] > 0.15
+    done = _windows("done", 0.5 + 2.0 * np.exp(-t / 10))  # flat for its last two thirds
+    assert "train_longer" not in _fired(done)
+    few = RunSeries.from_dict("few", {fmt.LOSS_RAW: pd.Series([0.5385, 0.5381, 0.5377, 0.5373, 0.5369],
+                                                                index=range(1, 6))}, {}, path="/r/few")
+    d = diagnose_run(few)
+    assert not d.diagnosed and not d.findings  # 5 points and no validation: not judged, never "healthy"
+
+
+def test_a_short_per_epoch_log_is_judged_from_its_validation_loss():
+    """ultralytics' 5-epoch classify runs: 5 train points, validation still falling at its best."""
+    val = np.array([1.993, 1.963, 1.895, 1.860, 1.824])
+    run = _epochs(np.linspace(1.99, 1.13, 5), val)
+    assert "train_longer" in _fired(run)
+    # a fine-tune settling onto its floor: the last step is tiny beside the whole fall
+    settled = _epochs(np.linspace(4.3, 0.1, 5), np.array([2.294, 0.705, 0.210, 0.1546, 0.1509]))
+    assert "train_longer" not in _fired(settled)

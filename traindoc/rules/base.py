@@ -117,6 +117,7 @@ class Thresholds:
     rising_min: float = _why(0.01, "still rising: at least 1 point of accuracy gained over the last third of the run")
     longer_loss_share: float = _why(0.15, "from the losses: the last third of the run still brings 15% of the loss's whole drop")
     longer_val_drop: float = _why(0.02, "from the losses: a last evaluation 2% below the one before is still real progress; near convergence an epoch gains far less")
+    longer_step_share: float = _why(0.05, "from the losses: that last step down must also be 5% of the validation loss's whole fall; a curve settling onto its floor takes smaller steps")
     longer_gap: float = _why(0.02, "a gap of 2 points or more between train and validation accuracy")
 
     # sweeps (runs that differ only in the LR)

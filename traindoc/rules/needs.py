@@ -45,8 +45,21 @@ def _series(label: str, *keys: str):
     return lambda run, cfg: None if _has(run, *keys) else label
 
 
+def _points(run: RunSeries, key: str) -> int:
+    return len(run.get(key).dropna()) if run.has(key) else 0
+
+
+def _trend(run: RunSeries, cfg: Thresholds) -> str | None:
+    """A train loss with enough points for its shape to mean something, or 3+ evaluations of a
+    validation series (a short per-epoch log is judged from its validation loss)."""
+    if _loss(run, cfg) is None or _points(run, fmt.VAL_LOSS) >= 3 or _points(run, fmt.VAL_ACC) >= 3:
+        return None
+    return f"train loss with {cfg.min_windows}+ points, or 3+ validation evaluations"
+
+
 #: need (as the rules' NEEDS name it) -> check(run, cfg) giving what is missing, or None
 CHECKS = {
+    "a trend in the train loss or 3+ evaluations": _trend,
     "train loss": _loss,
     "train loss, NaN windows counted": _loss_windows,
     "learning rate": lambda run, cfg: None if lr_series(run) is not None else "learning rate",

@@ -13,7 +13,7 @@ from .fit_gap import end_state
 
 ID = "train_longer"
 CHARTS = ('acc',)  # the run page charts that shade this rule's findings
-NEEDS = ("train accuracy or loss", "validation accuracy or loss")
+NEEDS = ("train accuracy or loss", "a trend in the train loss or 3+ evaluations")  # no validation: the train loss alone
 
 
 def check(run, cfg: Thresholds) -> list[Finding]:
@@ -61,27 +61,56 @@ def _late_share(val) -> float:
 
 def _from_losses(run, cfg: Thresholds) -> list[Finding]:
     """The validation loss is at its lowest at the last evaluation, and still falling: either
-    its last step down is `longer_val_drop` of its value, or the train loss's last third
-    still brings `longer_loss_share` of its whole drop, beyond noise."""
+    its last step down is `longer_val_drop` of its value (and `longer_step_share` of its whole
+    fall), or the train loss's last third still brings `longer_loss_share` of its whole drop,
+    beyond noise, or its own last third does. A run with a few per-epoch train points is judged
+    from its validation loss alone (3 evaluations or more); a run with no validation loss at all,
+    from its train loss alone, at its lowest at the end and still falling that much."""
     c = loss_curve(run)
     val = series_or_none(run, fmt.VAL_LOSS)
-    if c is None or len(c) < cfg.min_windows or val is None or len(val) < 2:
+    short = c is None or len(c) < cfg.min_windows
+    if val is None:
+        return [] if short else _from_train_loss(run, c, cfg)
+    if len(val) < (3 if short else 2):
         return []
     if float(val.iloc[-1]) > float(val.min()) or converged(val):
         return []  # validation had already turned, or has nothing left to gain: more epochs would not help
-    last = float(c.steps[-1])
-    drop = float(c.mean[0] - c.mean.min())
-    change, se = fitted_change(c.after(2 * last / 3))
-    train_falling = drop > 0 and -change > cfg.noise_sigmas * se and -change >= cfg.longer_loss_share * drop
-    prev = float(val.iloc[-2])
+    train_falling, change, drop = False, None, None
+    if not short:
+        last = float(c.steps[-1])
+        drop = float(c.mean[0] - c.mean.min())
+        change, se = fitted_change(c.after(2 * last / 3))
+        train_falling = drop > 0 and -change > cfg.noise_sigmas * se and -change >= cfg.longer_loss_share * drop
+    prev = float(val.iloc[-1 - 1])
+    fall = float(val.iloc[0]) - float(val.min())
     val_step = (prev - float(val.iloc[-1])) / abs(prev) if prev else 0.0
     if len(val) >= 3 and prev > float(val.iloc[-3]):
         val_step = 0.0  # one good evaluation after a worse one is a wobble, not a trend
+    if fall > 0 and prev - float(val.iloc[-1]) < cfg.longer_step_share * fall:
+        val_step = 0.0  # a step too small beside the whole fall: settling onto the floor
     val_share = _late_share(val)
     if not (train_falling or val_step >= cfg.longer_val_drop or val_share >= cfg.longer_loss_share):
         return []
-    return [Finding(ID, "info", (int(2 * last / 3), int(last)), {
-        "train_loss_fall_last_third": -change, "share_of_total_drop": -change / drop if drop > 0 else None,
+    last = int(max(val.index[-1], c.steps[-1] if c is not None and len(c) else 0))
+    return [Finding(ID, "info", (int(2 * last / 3), last), {
+        "train_loss_fall_last_third": None if change is None else -change,
+        "share_of_total_drop": -change / drop if change is not None and drop else None,
         "final_val_loss": float(val.iloc[-1]), "last_val_improvement": val_step, "val_evaluations": len(val),
         "val_share_of_drop_last_third": val_share,
     }, "Train for more epochs: the losses were still falling and validation was at its best when the run stopped.")]
+
+
+def _from_train_loss(run, c, cfg: Thresholds) -> list[Finding]:
+    """No validation loss: the train loss's last third still brings `longer_loss_share` of its
+    whole drop, beyond noise, and its last windows hold its lowest point (no turn, no plateau)."""
+    last = float(c.steps[-1])
+    drop = float(c.mean[0] - c.mean.min())
+    change, se = fitted_change(c.after(2 * last / 3))
+    if not (drop > 0 and -change > cfg.noise_sigmas * se and -change >= cfg.longer_loss_share * drop):
+        return []
+    if float(c.mean[-3:].min()) > float(c.mean.min()):
+        return []
+    return [Finding(ID, "info", (int(2 * last / 3), int(last)), {
+        "train_loss_fall_last_third": -change, "share_of_total_drop": -change / drop, "validation": None,
+    }, "Train for more steps: the train loss was still falling steeply at its lowest when the run stopped "
+       "(no validation loss was recorded, so overfitting could not be ruled out: log one).")]
