@@ -393,3 +393,27 @@ def test_a_short_per_epoch_log_is_judged_from_its_validation_loss():
     # a fine-tune settling onto its floor: the last step is tiny beside the whole fall
     settled = _epochs(np.linspace(4.3, 0.1, 5), np.array([2.294, 0.705, 0.210, 0.1546, 0.1509]))
     assert "train_longer" not in _fired(settled)
+
+
+def test_one_off_spikes_a_run_recovered_from_are_healthy_and_repeated_ones_are_not():
+    """A warm-up bump at epoch 2 of 20 (ultralytics classify), blips on a solved task, a memorised
+    model's train loss wandering at 0.01 beside a validation loss of 0.84: all read as
+    explosions before."""
+    t = np.arange(1, 101)
+    base = 0.3 + 2.0 * np.exp(-t / 15)
+    bump = base.copy()
+    bump[3] = 4.0  # one window far above where it started, then back
+    assert "lr_too_high" not in _fired(_windows("bump", bump))
+    spikes = base.copy()
+    spikes[[30, 55, 80]] = 4.0
+    (f,) = [f for f in diagnose_run(_windows("spikes", spikes)).findings if f.rule == "lr_too_high"]
+    assert f.evidence["recovered"] and f.evidence["excursions"] == 3
+    rng = np.random.default_rng(4)
+    e = np.arange(1, 21)
+    memorised = _epochs(0.006 + np.abs(rng.normal(0, 0.003, 20)), 0.84 + rng.normal(0, 0.01, 20))
+    assert "lr_too_high" not in _fired(memorised)
+    solved = np.abs(rng.normal(0, 1e-6, 60))
+    solved[[5, 20, 40]] = (0.07, 0.01, 0.11)
+    run = _epochs(np.r_[6e-5, solved[1:]], np.abs(rng.normal(0, 1e-6, 60)) + 1e-9)
+    assert "lr_too_high" not in _fired(run)
+    assert "lr_too_high" in _fired(_epochs(0.5 + 0.05 * e, 0.9 + 0.05 * e))  # a climb that stays is still one

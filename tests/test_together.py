@@ -187,6 +187,10 @@ def test_a_spike_the_run_survived_is_a_warning_not_a_divergence():
     loss = _curve(0.3).copy()
     loss[20:23] = [3.9, 3.6, 1.0]  # 1.7x the first loss, then back down
     f = {x.rule: x for x in run_rules(run_of(windows(loss, var=1e-4)))}
+    assert "lr_too_high" not in f  # one spike the run recovered from is healthy (corpus/real/LABELS.md)
+    loss[35:37] = [3.9, 3.6]
+    loss[50:52] = [3.9, 3.6]  # the third: a pattern
+    f = {x.rule: x for x in run_rules(run_of(windows(loss, var=1e-4)))}
     assert f["lr_too_high"].severity == "warning" and f["lr_too_high"].evidence["diverged"] is False
     assert f["lr_too_high"].evidence["recovered"] is True
     loss[23:] = 4.0  # stays up: exploded

@@ -9,6 +9,7 @@ from traindoc import format as fmt
 from .base import Finding, Thresholds
 from .curves import Curve, chance_level, first_loss, fitted_change, loss_curve, noise, num_classes, raw_loss_curve, series_or_none
 from .fit_gap import collapsed
+from .train_longer import converged
 
 ID = "lr_too_high"
 CHARTS = ('loss', 'lr')  # the run page charts that shade this rule's findings
@@ -65,18 +66,53 @@ def _nonfinite(run, c: Curve) -> Finding | None:
                    "clip gradients, and check those batches' data.")
 
 
+#: Excursions above explode_factor x the first loss, each shorter than this share of the run,
+#: that the run came back from: this many or more are a pattern, fewer are one-off spikes.
+SPIKES_FOR_FINDING = 3
+SPIKE_SHARE = 0.1
+
+
+def _excursions(c: Curve, above: float) -> list[tuple[int, int]]:
+    """(first, last) window indices of each stretch of the curve above `above`."""
+    hi = c.mean > above
+    out, i = [], 0
+    while i < len(hi):
+        if hi[i]:
+            j = i
+            while j + 1 < len(hi) and hi[j + 1]:
+                j += 1
+            out.append((i, j))
+            i = j + 1
+        else:
+            i += 1
+    return out
+
+
 def _exploded(run, c: Curve, cfg: Thresholds) -> Finding | None:
-    """A finite loss far above where it started, at any time, warm-up or not."""
+    """A finite loss far above where it started, at any time, warm-up or not. A run that came
+    back from it is told so only when it was a long excursion or one of several: a one-off
+    spike (or a warm-up bump) the run recovered from is healthy. A rise that stays far under the
+    validation loss (a memorising model's train loss wandering at its floor) is no explosion."""
     last = int(c.steps[-1])
     start = first_loss(run, c)
     if start > 0:
         peak_i = int(np.argmax(c.mean))
         peak = c.mean[peak_i]
-        if peak > cfg.explode_factor * start and peak - start > cfg.noise_sigmas * noise(c):
+        val = series_or_none(run, fmt.VAL_LOSS)
+        floor = val is not None and np.isfinite(val.to_numpy(dtype=float)).any() and \
+            peak < 0.1 * float(np.nanmin(val.to_numpy(dtype=float)))
+        if peak > cfg.explode_factor * start and peak - start > cfg.noise_sigmas * noise(c) and not floor:
             tail = float(c.mean[-max(1, len(c) // 10):].mean())
             evidence = {"first_loss": start, "peak_loss": peak, "peak_over_first": peak / start, "final_loss": tail}
             if peak_i < len(c) - 1 and tail < start:
                 # it came back below where it started: a spike the run survived, not a divergence
+                spans = _excursions(c, cfg.explode_factor * start)
+                span = max((float(c.steps[b] - c.steps[a]) for a, b in spans), default=0.0)
+                if len(spans) < SPIKES_FOR_FINDING and span <= SPIKE_SHARE * (c.steps[-1] - c.steps[0]):
+                    return None
+                if val is not None and converged(val):
+                    return None  # blips on a solved task: the validation loss is about zero
+                evidence["excursions"] = len(spans)
                 return Finding(ID, "warning", (int(c.steps[peak_i]), last), {"diverged": False, "recovered": True,
                                                                              **evidence},
                                "The loss spiked above where it started, then recovered: " + ADVICE[0].lower()
