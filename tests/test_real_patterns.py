@@ -417,3 +417,22 @@ def test_one_off_spikes_a_run_recovered_from_are_healthy_and_repeated_ones_are_n
     run = _epochs(np.r_[6e-5, solved[1:]], np.abs(rng.normal(0, 1e-6, 60)) + 1e-9)
     assert "lr_too_high" not in _fired(run)
     assert "lr_too_high" in _fired(_epochs(0.5 + 0.05 * e, 0.9 + 0.05 * e))  # a climb that stays is still one
+
+
+def test_a_per_batch_validation_accuracy_is_judged_by_its_running_mean_not_one_lucky_batch():
+    """A Lightning run that logged `val_accuracy_step` for each of 707 validation batches: one
+    batch at 98% early on was taken for the best, and a healthy run was told it overfit."""
+    rng = np.random.default_rng(5)
+    steps = np.arange(707)
+    va = rng.binomial(64, 0.88, 707) / 64
+    va[77] = 63 / 64
+    ta = 0.47 + 0.38 * (1 - np.exp(-np.arange(127) / 20))
+    run = RunSeries.from_dict("v9", {fmt.VAL_ACC: pd.Series(va, index=steps),
+                                     fmt.TRAIN_ACC: pd.Series(ta, index=np.arange(49, 6350, 50))},
+                              {}, path="/r/v9")
+    assert "overfitting" not in _fired(run)
+    falling = rng.binomial(64, np.linspace(0.92, 0.78, 707)) / 64  # a real decline, batch by batch
+    worse = RunSeries.from_dict("v10", {fmt.VAL_ACC: pd.Series(falling, index=steps * 9),
+                                        fmt.TRAIN_ACC: pd.Series(np.linspace(0.80, 0.99, 127),
+                                                                 index=np.arange(49, 6350, 50))}, {}, path="/r/v10")
+    assert "overfitting" in _fired(worse)

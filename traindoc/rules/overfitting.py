@@ -42,8 +42,20 @@ def _past_best(v, cfg: Thresholds, higher_is_better: bool, worse):
     return best, value
 
 
+#: A validation accuracy with this many points or more was logged per batch: each point is one
+#: batch's accuracy (steps of 1/batch size), so its best and last are read from running means
+#: over a twentieth of the series, never from one lucky batch.
+PER_BATCH_EVALS = 100
+
+
+def _smoothed(v):
+    if v is None or len(v) < PER_BATCH_EVALS:
+        return v
+    return v.rolling(len(v) // 20, min_periods=len(v) // 20).mean().dropna()
+
+
 def _by_accuracy(run, cfg: Thresholds) -> list[Finding]:
-    va = series_or_none(run, fmt.VAL_ACC)
+    va = _smoothed(series_or_none(run, fmt.VAL_ACC))
     ta = _train_acc(run)
     found = None if va is None or ta is None else _past_best(
         va, cfg, True, lambda later, peak: later <= peak - cfg.overfit_acc_drop)
