@@ -130,7 +130,14 @@ def lr_series(run: RunSeries) -> pd.Series | None:
     """The main learning rate of the first optimizer, if recorded: its first parameter group, or,
     where three or more groups were logged and they disagree, the group that follows the median
     of all of them at most steps. A scheduler scales every group alike; one group off on its own
-    (YOLO's bias LR warming down from 0.1 while the weights warm up) is not the run's schedule."""
+    (YOLO's bias LR warming down from 0.1 while the weights warm up) is not the run's schedule.
+    Computed once per run: several rules and the sweep digest ask for it."""
+    if "lr_series" not in run.memo:
+        run.memo["lr_series"] = _lr_series(run)
+    return run.memo["lr_series"]
+
+
+def _lr_series(run: RunSeries) -> pd.Series | None:
     groups = sorted((k for k in run.with_prefix(fmt.LR_PREFIX + "pg") if k[len(fmt.LR_PREFIX) + 2:].isdigit()),
                     key=lambda k: int(k[len(fmt.LR_PREFIX) + 2:]))
     if len(groups) >= 3:

@@ -7,7 +7,7 @@ import numpy as np
 from traindoc import format as fmt
 
 from .base import Finding, Thresholds
-from .curves import Curve, chance_level, first_loss, fitted_change, loss_curve, noise, num_classes, raw_loss_curve, series_or_none
+from .curves import Curve, chance_level, first_loss, fitted_change, loss_curve, noise, raw_loss_curve, series_or_none
 from .fit_gap import collapsed
 from .train_longer import converged
 
@@ -74,18 +74,8 @@ SPIKE_SHARE = 0.1
 
 def _excursions(c: Curve, above: float) -> list[tuple[int, int]]:
     """(first, last) window indices of each stretch of the curve above `above`."""
-    hi = c.mean > above
-    out, i = [], 0
-    while i < len(hi):
-        if hi[i]:
-            j = i
-            while j + 1 < len(hi) and hi[j + 1]:
-                j += 1
-            out.append((i, j))
-            i = j + 1
-        else:
-            i += 1
-    return out
+    edges = np.diff(np.r_[0, (c.mean > above).astype(int), 0])
+    return list(zip(np.flatnonzero(edges == 1).tolist(), (np.flatnonzero(edges == -1) - 1).tolist()))
 
 
 def _exploded(run, c: Curve, cfg: Thresholds) -> Finding | None:
@@ -99,8 +89,8 @@ def _exploded(run, c: Curve, cfg: Thresholds) -> Finding | None:
         peak_i = int(np.argmax(c.mean))
         peak = c.mean[peak_i]
         val = series_or_none(run, fmt.VAL_LOSS)
-        floor = val is not None and np.isfinite(val.to_numpy(dtype=float)).any() and \
-            peak < 0.1 * float(np.nanmin(val.to_numpy(dtype=float)))
+        held = np.array([]) if val is None else val.to_numpy(dtype=float)
+        floor = np.isfinite(held).any() and peak < 0.1 * float(np.nanmin(held))
         if peak > cfg.explode_factor * start and peak - start > cfg.noise_sigmas * noise(c) and not floor:
             tail = float(c.mean[-max(1, len(c) // 10):].mean())
             evidence = {"first_loss": start, "peak_loss": peak, "peak_over_first": peak / start, "final_loss": tail}

@@ -75,13 +75,8 @@ def _from_losses(run, cfg: Thresholds) -> list[Finding]:
         return []
     if float(val.iloc[-1]) > float(val.min()) or converged(val):
         return []  # validation had already turned, or has nothing left to gain: more epochs would not help
-    train_falling, change, drop = False, None, None
-    if not short:
-        last = float(c.steps[-1])
-        drop = float(c.mean[0] - c.mean.min())
-        change, se = fitted_change(c.after(2 * last / 3))
-        train_falling = drop > 0 and -change > cfg.noise_sigmas * se and -change >= cfg.longer_loss_share * drop
-    prev = float(val.iloc[-1 - 1])
+    train_falling, change, drop = (False, None, None) if short else _late_fall(c, cfg)
+    prev = float(val.iloc[-2])
     fall = float(val.iloc[0]) - float(val.min())
     val_step = (prev - float(val.iloc[-1])) / abs(prev) if prev else 0.0
     if len(val) >= 3 and prev > float(val.iloc[-3]):
@@ -100,14 +95,21 @@ def _from_losses(run, cfg: Thresholds) -> list[Finding]:
     }, "Train for more epochs: the losses were still falling and validation was at its best when the run stopped.")]
 
 
+def _late_fall(c, cfg: Thresholds) -> tuple[bool, float, float]:
+    """(still falling, the fitted change over the last third, the whole drop): still falling when
+    the last third brings `longer_loss_share` of the drop from the first window, beyond noise."""
+    drop = float(c.mean[0] - c.mean.min())
+    change, se = fitted_change(c.after(2 * float(c.steps[-1]) / 3))
+    return drop > 0 and -change > cfg.noise_sigmas * se and -change >= cfg.longer_loss_share * drop, change, drop
+
+
 def _from_train_loss(run, c, cfg: Thresholds) -> list[Finding]:
     """No validation loss: the train loss's last third still brings `longer_loss_share` of its
     whole drop, beyond noise, and its last windows hold its lowest point (no turn, no plateau)."""
-    last = float(c.steps[-1])
-    drop = float(c.mean[0] - c.mean.min())
-    change, se = fitted_change(c.after(2 * last / 3))
-    if not (drop > 0 and -change > cfg.noise_sigmas * se and -change >= cfg.longer_loss_share * drop):
+    falling, change, drop = _late_fall(c, cfg)
+    if not falling:
         return []
+    last = float(c.steps[-1])
     if float(c.mean[-3:].min()) > float(c.mean.min()):
         return []
     return [Finding(ID, "info", (int(2 * last / 3), int(last)), {

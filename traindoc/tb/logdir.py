@@ -28,7 +28,7 @@ from traindoc.series import RunFormatError, RunSeries
 from traindoc.windows import window_stats
 
 from .events import read_scalars
-from .mapping import _METRICS, _SPLITS, _tokens, load_overrides, map_tags
+from .mapping import load_overrides, loss_part, map_tags
 
 KERAS_SPLITS = ("train", "validation")
 #: Sibling folders that are one run's splits: Keras writes train/ and validation/,
@@ -392,21 +392,6 @@ def _looks_held_out(tag: str, metric: str) -> bool:
     return bool(held & set(words)) and bool(names & set(words))
 
 
-def _loss_part(tag: str):
-    """('train' or 'val', part) for a tag that names one term of a split's loss, as detectors
-    log them (`train/box_loss`, `val/cls_loss`, `train_loss_rpn`, `val/dfl_loss`); else None."""
-    words = _tokens(tag)
-    if len(words) != 3 or "loss" not in words or words.count("loss") != 1:
-        return None
-    split = [w for w in words if w in _SPLITS]
-    if len(split) != 1 or _SPLITS[split[0]] not in ("train", "val"):
-        return None
-    part = [w for w in words if w not in ("loss", split[0])]
-    if len(part) != 1 or part[0] in _SPLITS or part[0] in _METRICS or part[0].isdigit():
-        return None
-    return _SPLITS[split[0]], part[0]
-
-
 def sum_loss_parts(data: dict, raw: dict, mapping: dict) -> list[str]:
     """Where a run logged no loss for a split but two or more of its terms (YOLO's box, cls and
     dfl losses; a detector's rpn and roi losses), that split's loss is their sum at the steps
@@ -415,7 +400,7 @@ def sum_loss_parts(data: dict, raw: dict, mapping: dict) -> list[str]:
     parts: dict[str, dict[str, str]] = {}
     for tag, targets in mapping.items():
         if targets and all(t.startswith(fmt.CUSTOM_PREFIX) for t in targets):
-            found = _loss_part(tag)
+            found = loss_part(tag)
             if found:
                 parts.setdefault(found[0], {}).setdefault(found[1], tag)
     out = []

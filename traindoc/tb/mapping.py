@@ -189,6 +189,21 @@ def _candidates(tag: str, keras: bool):
             yield f"val/{metric}", 7  # test as validation only when there is nothing better
 
 
+def loss_part(tag: str):
+    """('train' or 'val', part) for a tag that names one term of a split's loss, as detectors
+    log them (`train/box_loss`, `val/cls_loss`, `train_loss_rpn`, `val/dfl_loss`); else None."""
+    words = _tokens(tag)
+    if len(words) != 3 or "loss" not in words or words.count("loss") != 1:
+        return None
+    split = [w for w in words if w in _SPLITS]
+    if len(split) != 1 or _SPLITS[split[0]] not in ("train", "val"):
+        return None
+    part = [w for w in words if w not in ("loss", split[0])]
+    if len(part) != 1 or part[0] in _SPLITS or part[0] in _METRICS or part[0].isdigit():
+        return None
+    return _SPLITS[split[0]], part[0]
+
+
 #: Names of an evaluation set that make it the validation set, before test sets and others.
 _VAL_SETS = {"val", "valid", "validation", "dev", "eval", "evaluation", "heldout", "holdout"}
 
