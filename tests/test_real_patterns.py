@@ -436,3 +436,23 @@ def test_a_per_batch_validation_accuracy_is_judged_by_its_running_mean_not_one_l
                                         fmt.TRAIN_ACC: pd.Series(np.linspace(0.80, 0.99, 127),
                                                                  index=np.arange(49, 6350, 50))}, {}, path="/r/v10")
     assert "overfitting" in _fired(worse)
+
+
+def test_two_points_of_each_loss_are_not_diagnosed_and_never_healthy():
+    """A train and a validation loss of two points each: before, the rules that only asked for
+    the series to exist counted it as judged, and it read as "no problems found"."""
+    run = RunSeries.from_dict("x", {fmt.LOSS_RAW: pd.Series([2.0, 1.5], index=[1, 2]),
+                                    fmt.VAL_LOSS: pd.Series([2.1, 1.7], index=[1, 2])}, {}, path="/r/x")
+    d = diagnose_run(run)
+    assert not d.diagnosed and not d.findings
+    assert "3+ validation evaluations" in {m for s in d.skipped for m in s["missing"]}
+
+
+def test_a_run_with_a_curve_finding_counts_as_diagnosed_whatever_was_skipped():
+    from traindoc.rules.base import Finding
+    from traindoc.rules.needs import CURVE_RULES, Diagnosis
+
+    skipped = [{"rule": r, "missing": ["train loss"]} for r in CURVE_RULES]
+    assert not Diagnosis([], skipped).diagnosed
+    swept = Finding("lr_too_high", "warning", (0, 10), {"sweep_best_run": "b"}, "lower it")
+    assert Diagnosis([swept], skipped).diagnosed  # a sweep's verdict on a run that diverged at once

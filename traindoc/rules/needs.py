@@ -57,8 +57,17 @@ def _trend(run: RunSeries, cfg: Thresholds) -> str | None:
     return f"train loss with {cfg.min_windows}+ points, or 3+ validation evaluations"
 
 
+def _evaluations(run: RunSeries, cfg: Thresholds) -> str | None:
+    """3+ points of a validation series: what a rise from the best, a constant prediction or
+    accuracies ending low are read from (a run with two evaluations is not judged, never healthy)."""
+    if _points(run, fmt.VAL_LOSS) >= 3 or _points(run, fmt.VAL_ACC) >= 3:
+        return None
+    return "3+ validation evaluations"
+
+
 #: need (as the rules' NEEDS name it) -> check(run, cfg) giving what is missing, or None
 CHECKS = {
+    "3+ validation evaluations": _evaluations,
     "a trend in the train loss or 3+ evaluations": _trend,
     "train loss": _loss,
     "train loss, NaN windows counted": _loss_windows,
@@ -93,9 +102,10 @@ class Diagnosis:
 
     @property
     def diagnosed(self) -> bool:
-        """True when at least one curve rule had its inputs."""
+        """True when at least one curve rule had its inputs, or a curve finding was given anyway
+        (a sweep's verdict on a run that diverged in its first window)."""
         judged = {r for r in CURVE_RULES} - {s["rule"] for s in self.skipped}
-        return bool(judged)
+        return bool(judged) or any(f.rule in CURVE_RULES for f in self.findings)
 
 
 def curve_gaps(skipped: list) -> list[str]:

@@ -12,7 +12,7 @@ from .curves import loss_curve, series_or_none
 
 ID = "overfitting"
 CHARTS = ('loss', 'acc')  # the run page charts that shade this rule's findings
-NEEDS = ("validation accuracy or loss", "train accuracy or loss")
+NEEDS = ("validation accuracy or loss", "train accuracy or loss", "3+ validation evaluations")
 
 
 def _advice(best: int) -> str:

@@ -15,7 +15,7 @@ from .fit_gap import collapsed, end_state
 
 ID = "underfitting"
 CHARTS = ('acc', 'loss')  # the run page charts that shade this rule's findings
-NEEDS = ("train accuracy or loss", "validation accuracy or loss")
+NEEDS = ("train accuracy or loss", "validation accuracy or loss", "3+ validation evaluations")
 ADVICE_STUCK = ("The network learned nothing: check that the labels match the inputs, that the gradients "
                 "reach every layer and the optimizer steps the model's parameters; then try a bigger model "
                 "or another LR.")
