@@ -161,11 +161,14 @@ def held_out(verdicts: list[list], groups: list[str], candidates: list[int], con
         return max(candidates, key=lambda c: (score([verdicts[c][i] for i in idx])["macro_f1"],
                                               configs[c] == DEFAULT))
 
-    out, chosen = [], {}
+    out, chosen = [None] * len(groups), {}
     for g in sorted(set(groups)):
         best = pick([i for i, h in enumerate(groups) if h != g])
         chosen[g] = {k: getattr(configs[best], k) for k in GRID}
-        out += [verdicts[best][i] for i, h in enumerate(groups) if h == g]
+        for i, h in enumerate(groups):
+            if h == g:
+                out[i] = verdicts[best][i]
+    held_out.verdicts = out  # per run, in the order given (the --runs listing reads it)
     return score(out), chosen
 
 
@@ -222,7 +225,8 @@ def load_real(real: str) -> list[tuple[dict, object]]:
 
 def evaluate_real(real: str) -> tuple[dict, dict, dict, list]:
     """The real-world set: (held-out score by source, in-sample score with the defaults, chosen
-    thresholds, per-run rows of (run, required, allowed, fired, diagnosed) with the defaults)."""
+    thresholds, per-run rows of (run, required, allowed, fired, diagnosed) with the defaults, and what fired
+    held out where it differs)."""
     runs = load_real(real)
     configs = list(_configs())
     memo = MemoJudge()
@@ -230,7 +234,8 @@ def evaluate_real(real: str) -> tuple[dict, dict, dict, list]:
     candidates = _sample_candidates(configs, memo)
     held, chosen = held_out(verdicts, [e["source"] for e, _ in runs], candidates, configs)
     default = verdicts[configs.index(DEFAULT)]
-    rows = [(e["run"], e["required"], e.get("allowed", []), sorted(fired), diag) for e, fired, diag in default]
+    rows = [(e["run"], e["required"], e.get("allowed", []), sorted(fired), diag,
+             sorted(h[1]) if h[1] != fired else "same") for (e, fired, diag), h in zip(default, held_out.verdicts)]
     return held, score(default), chosen, rows
 
 
@@ -263,9 +268,10 @@ def main() -> None:
         print("\n## Real-world set, the shipped default thresholds on every run\n")
         print(table(insample))
         if args.runs:
-            print("\n| run | required | allowed | fired | diagnosed |\n|---|---|---|---|---|")
-            for run, req, allowed, fired, diag in rows:
-                print(f"| {run} | {','.join(req)} | {','.join(allowed)} | {','.join(fired)} | {diag} |")
+            print("\n| run | required | allowed | fired | diagnosed | fired held out |\n|---|---|---|---|---|---|")
+            for run, req, allowed, fired, diag, held_fired in rows:
+                held_fired = held_fired if held_fired == "same" else ",".join(held_fired)
+                print(f"| {run} | {','.join(req)} | {','.join(allowed)} | {','.join(fired)} | {diag} | {held_fired} |")
     if args.only != "real":
         held, insample, chosen = evaluate(args.corpus)
         print("\n## Held out: each family diagnosed with thresholds chosen on the other families\n")

@@ -456,3 +456,49 @@ def test_a_run_with_a_curve_finding_counts_as_diagnosed_whatever_was_skipped():
     assert not Diagnosis([], skipped).diagnosed
     swept = Finding("lr_too_high", "warning", (0, 10), {"sweep_best_run": "b"}, "lower it")
     assert Diagnosis([swept], skipped).diagnosed  # a sweep's verdict on a run that diverged at once
+
+
+def test_a_straight_descent_needs_both_ends_of_the_run_to_fall_alike():
+    """lr_too_low's straight line: a YOLO loss under a decaying LR that fell most in its first two
+    thirds and is flattening (a PASCAL-flowers yolov5 run), and an MLP that sat at ln 5 for its first
+    third and then fell (an MLflow run that overfit), were both told to raise the LR. A loss that
+    falls alike from start to end still is."""
+    steps = np.arange(1, 201)
+    x = (steps - 1) / 199
+    settling = 0.243 + 0.05 * (1 - x) ** 1.6  # most of the drop early, a tenth in the last third
+    late_start = 1.61 - 0.46 * np.clip((x - 0.45) / 0.55, 0, 1) ** 0.9  # flat first third, then falls
+    straight = 2.87 - 1.04 * x
+    assert "lr_too_low" not in _fired(_windows("settling", settling, steps))
+    assert "lr_too_low" not in _fired(_windows("late", late_start, steps))
+    assert "lr_too_low" in _fired(_windows("straight", straight, steps))
+
+
+def _lora_run(name, lr, level, groups=1):
+    """An HF Trainer log at one peak LR under linear decay: 12 evaluations of a 4-class task."""
+    idx = np.arange(100, 1201, 100)
+    x = idx / 1200
+    loss = level + (1.39 - level) * np.exp(-idx / 150) if level < 1.3 else 1.39 + 0.001 * np.sin(idx)
+    sched = lr * (1.1 - x) / (1.1 - x[0])  # peak lr at the first log, linear decay
+    series = {fmt.LOSS_RAW: pd.Series(loss, index=idx), fmt.VAL_LOSS: pd.Series(loss - 0.003, index=idx)}
+    for g in range(groups):
+        series[f"{fmt.LR_PREFIX}pg{g}"] = pd.Series(sched * (1 if g == 0 else 100), index=idx)
+    return RunSeries.from_dict(name, series, {"source": "tensorboard"}, path=f"/lora/{name}")
+
+
+def test_two_lrs_a_decade_apart_are_compared_when_each_run_has_one_lr():
+    """A LoRA notebook's runs: four at peak LR 5e-6 that never learned (at ln 4 throughout) and one
+    at 5e-5 that reached 0.29. The LRs were read from float32 logs (a ratio of 9.9999998), the four
+    repeats differ in something the log does not say but all ended alike, and only two LRs were
+    tried: each of these kept them from being compared before."""
+    lrs = (4.583333520713495e-06,) * 4 + (4.583333429764025e-05,)
+    runs = [_lora_run(f"run{i}", lr, 1.39 if i < 4 else 0.29) for i, lr in enumerate(lrs)]
+    (sweep,) = find_sweeps(runs)
+    assert len(sweep.members) == 5
+    fired = [{f.rule for f in d.findings} for d in diagnose_runs(runs)]
+    assert all("lr_too_low" in f for f in fired[:4]) and not fired[4]
+    # two LRs where a run trains layers at different LRs: which LR was "the" LR is unclear
+    per_layer = [_lora_run(f"run{i}", lr, 1.39 if i < 4 else 0.29, groups=2) for i, lr in enumerate(lrs)]
+    assert not find_sweeps(per_layer)
+    # repeats at one LR that ended far apart differ in something that mattered: no comparison
+    split = runs[:2] + [_lora_run("run2", lrs[2], 0.6), _lora_run("run3", lrs[3], 0.6)] + runs[4:]
+    assert not find_sweeps(split)

@@ -81,6 +81,7 @@ class Thresholds:
     low_early_share: float = _why(0.5, "a healthy curve makes most of its progress early; under half of the drop in the first third means a nearly straight, slow descent")
     low_late_share: float = _why(0.15, "still falling steadily at the end: the last quarter still brings at least 15% of the total drop")
 
+    low_thirds_ratio: float = _why(0.5, "a straight descent: its first and last thirds each fall at least half as far as the other")
     low_moved: float = _why(0.1, "a loss under 10% below its first value at the end has barely moved; a model too small to learn still drops further than that before it stalls")
     crawl_half_sigmas: float = _why(2.0, "and it is still falling in its second half by 2 standard errors: a crawl, not a stall")
 

@@ -32,7 +32,7 @@ def check(run, cfg: Thresholds) -> list[Finding]:
     late_change, late_se = fitted_change(c.after(0.75 * last))
     late_share = -late_change / total
     if early_share < cfg.low_early_share and late_share >= cfg.low_late_share \
-            and -late_change > cfg.noise_sigmas * late_se:
+            and -late_change > cfg.noise_sigmas * late_se and _straight(c, tail, cfg):
         return [Finding(ID, "warning", (int(c.steps[0]), int(last)), {
             "first_loss": start, "final_loss": tail,
             "share_of_drop_in_first_third": early_share,
@@ -40,6 +40,17 @@ def check(run, cfg: Thresholds) -> list[Finding]:
             "last_quarter_change_in_se": -late_change / late_se if late_se else float("inf"),
         }, "Raise the learning rate (try 3x to 10x): the loss is still falling in a straight line at the end.")]
     return []
+
+
+def _straight(c, tail: float, cfg: Thresholds) -> bool:
+    """Straight over its whole length: the first third and the last third of the run each bring
+    at least `low_thirds_ratio` of what the other brings. A curve that fell most in its first
+    two thirds and is now flattening is settling (train_longer's business if it still gains);
+    one that sat on a plateau for its first third and then fell did not crawl, it started late."""
+    s0, s1 = float(c.steps[0]), float(c.steps[-1])
+    first = float(c.mean[0] - c.value_at(s0 + (s1 - s0) / 3))
+    last = float(c.value_at(s0 + 2 * (s1 - s0) / 3) - tail)
+    return first > 0 and last > 0 and min(first, last) >= cfg.low_thirds_ratio * max(first, last)
 
 
 def _crawl(run, c, cfg: Thresholds) -> Finding | None:

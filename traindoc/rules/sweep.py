@@ -55,7 +55,11 @@ LENGTH_NAMES = ("max_steps", "steps", "num_steps", "total_steps", "train_steps",
 #: compared: a run stopped early on purpose. Runs interrupted at different points are compared
 #: at the step they all reached.
 SHORT_RUN = 0.75
-MIN_RUNS = 3  # a sweep has three LRs at least
+MIN_RUNS = 3  # a sweep has three LRs at least, or
+MIN_PAIR = 2  # two, where each run trains all its parameters at one LR (the LR is then unambiguous)
+#: Runs repeated at one LR without hyperparameters are compared when their best losses agree
+#: within this share of the range the group's losses cover.
+REPEAT_AGREE = 0.05
 MIN_SPAN = 10.0  # spanning a decade at least
 
 
@@ -189,7 +193,18 @@ def digest(run, points: int = 400) -> dict | None:
             "inferred": inferred and not rest,
             "val": None if val is None else list(_thin_min(val.index.to_numpy(), val.to_numpy(dtype=float), points)),
             "train": None if c is None or not len(c) else list(_thin_min(c.steps, c.mean, points)),
-            "ended_nonfinite": _ended_nonfinite(run)}
+            "ended_nonfinite": _ended_nonfinite(run), "one_lr": _one_lr(run)}
+
+
+def _one_lr(run) -> bool:
+    """Every parameter group logged the same LR all along (or just one group was logged): the
+    run's LR is one number. A run with per-layer LRs (a frozen or slowed layer) is not."""
+    groups = [run.get(k).to_numpy(dtype=float) for k in run.keys if k.startswith(fmt.LR_PREFIX)]
+    groups = [g for g in groups if len(g)]
+    if not groups:
+        return False
+    n = min(len(g) for g in groups)
+    return all(np.allclose(g[:n], groups[0][:n], rtol=1e-3, equal_nan=True) for g in groups[1:])
 
 
 def _ended_nonfinite(run) -> bool:
@@ -232,6 +247,24 @@ def lr_coupled(digests: list) -> dict[str, frozenset]:
     return out
 
 
+def _repeats_agree(digests: list, items: list, share: float = REPEAT_AGREE) -> bool:
+    """Runs repeated at one LR (runs without hyperparameters) reached the same best loss, within
+    `share` of the range all the group's losses cover: whatever else differs between them did not
+    change the outcome, so the LRs can still be compared."""
+    curves = [digests[i]["val"] or digests[i]["train"] for i in items]
+    if not all(curves):
+        return False
+    values = [np.asarray(c[1], float) for c in curves]
+    values = [v[np.isfinite(v)] for v in values]
+    if not all(len(v) for v in values):
+        return False
+    span = max(float(v.max()) for v in values) - min(float(v.min()) for v in values)
+    best: dict[float, list[float]] = {}
+    for i, v in zip(items, values):
+        best.setdefault(digests[i]["lr"], []).append(float(v.min()))
+    return span > 0 and all(max(b) - min(b) <= share * span for b in best.values())
+
+
 def sweeps_of(digests: list) -> list[Sweep]:
     """The sweeps among runs given by their `digest` (None where a run has none); member indices
     are positions in `digests`."""
@@ -248,9 +281,10 @@ def sweeps_of(digests: list) -> list[Sweep]:
             items = [i for i in items if planned[i] >= SHORT_RUN * typical]  # a run planned short is judged alone
         lrs = [digests[i]["lr"] for i in items]
         distinct = sorted(set(lrs))
-        if len(distinct) < MIN_RUNS or distinct[-1] / distinct[0] < MIN_SPAN:
+        need = MIN_PAIR if all(digests[i].get("one_lr") for i in items) else MIN_RUNS
+        if len(distinct) < need or distinct[-1] / distinct[0] < MIN_SPAN * (1 - 1e-3):  # float32 LRs
             continue
-        if digests[items[0]]["inferred"] and len(distinct) < len(lrs):
+        if digests[items[0]]["inferred"] and len(distinct) < len(lrs) and not _repeats_agree(digests, items):
             continue  # two runs at one LR without hyperparameters: something else differs
         use_val = all(digests[i]["val"] for i in items)
         sweep = Sweep(key[0], metric="validation loss" if use_val else "train loss")
@@ -302,7 +336,7 @@ def apply_sweeps(sweeps: list[Sweep], diagnoses: list[Diagnosis], cfg: Threshold
     for sweep in sweeps:
         scores = sweep.scores()
         finite = {i: s for i, s in scores.items() if math.isfinite(s)}
-        if len(finite) < MIN_RUNS:
+        if len(finite) < MIN_PAIR:
             continue
         by_lr: dict[float, list[float]] = {}
         for m in sweep.members:  # seeds repeated at one LR are averaged (a divergence counts as inf)
