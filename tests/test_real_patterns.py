@@ -502,3 +502,38 @@ def test_two_lrs_a_decade_apart_are_compared_when_each_run_has_one_lr():
     # repeats at one LR that ended far apart differ in something that mattered: no comparison
     split = runs[:2] + [_lora_run("run2", lrs[2], 0.6), _lora_run("run3", lrs[3], 0.6)] + runs[4:]
     assert not find_sweeps(split)
+
+
+HF_CLM = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "corpus", "real", "scripts", "hf-clm")
+
+
+def test_the_hf_trainer_runs_with_an_early_floor_a_sweep_and_small_data():
+    """Hugging Face's run_clm.py with the collector's Trainer callback (corpus/real/scripts/hf-clm,
+    labelled from the script's own trainer_state.json before traindoc read them): a schedule at
+    its floor by a fifth and by a tenth of the run, four decades of LR, 24 training blocks. The
+    small-data run's data flag is a script argument that the callback never sees, so its config
+    equals the baseline's; it trains 2 steps an epoch against 85 and is no seed of the sweep."""
+    from traindoc.discovery import find_runs
+
+    paths = sorted(find_runs(HF_CLM))
+    runs = [load(p)[0] for p in paths]
+    fired = {r.name: {f.rule for f in d.findings} for r, d in zip(runs, diagnose_runs(runs))}
+    assert "early_decay" in fired["floor20-wsd"] and "early_decay" in fired["floor10-wsd-linear"]
+    assert "lr_too_low" in fired["lr1e-4"] and "lr_too_low" in fired["lr1e-5"] and "lr_too_high" in fired["lr1e-1"]
+    assert fired["small24"] == {"overfitting"}
+    (sweep,) = find_sweeps(runs)
+    assert sorted(m.name for m in sweep.members) == ["lr1e-1", "lr1e-2", "lr1e-3-base", "lr1e-4", "lr1e-5"]
+
+
+def test_a_run_with_other_steps_per_epoch_is_no_member_of_the_sweep():
+    runs = []
+    for name, lr, epochs in (("a", 1e-4, 10), ("b", 1e-3, 10), ("c", 1e-2, 10), ("d", 1e-3, 400)):
+        idx = np.arange(10, 810, 10)
+        loss = 2.0 + 3.0 * np.exp(-idx / (100 if lr > 1e-4 else 600))
+        runs.append(RunSeries.from_dict(name, {fmt.LOSS_RAW: pd.Series(loss, index=idx),
+                                               fmt.VAL_LOSS: pd.Series(loss + 0.1, index=idx)},
+                                        {"config": {"learning_rate": lr, "seed": 1}, "steps": 800, "epochs": epochs},
+                                        path=f"/hf/{name}"))
+    assert sorted(m.name for m in find_sweeps(runs)[0].members) == ["a", "b", "c"]
+    runs[3].meta["epochs"] = 9  # a last partial epoch counted or not: the same data
+    assert len(find_sweeps(runs)[0].members) == 4

@@ -15,10 +15,12 @@ Which runs form a sweep: those in one folder whose hyperparameters (`meta["confi
 the collector's `config=`, Lightning's hparams.yaml, MLflow params, the HF Trainer's
 arguments) are equal but for the LR and the seed, and whose setup as the collector saw it
 (model class and size, optimizer, weight decay, first momentum, LR schedule shape) matches:
-a config rarely lists everything. Seeds repeated at one LR are averaged to find the best LR. Runs without hyperparameters (TensorBoard logs) form
-one when their logged LR schedules have the same shape and length and each LR value
-appears once; two runs at the same LR there mean something else differs too, and the
-folder is not taken for a sweep.
+a config rarely lists everything; a run whose steps per epoch differ from the others' trains on
+other data and is judged alone. Seeds repeated at one LR are averaged to find the best LR. Runs
+without hyperparameters (TensorBoard logs) form one when their logged LR schedules have the
+same shape and length; runs there repeated at one LR must have ended alike (else something
+else differs too, and the folder is not taken for a sweep). A sweep tries three LRs spanning a
+decade, or two a decade apart where every run trains at one LR.
 """
 
 from __future__ import annotations
@@ -55,6 +57,10 @@ LENGTH_NAMES = ("max_steps", "steps", "num_steps", "total_steps", "train_steps",
 #: compared: a run stopped early on purpose. Runs interrupted at different points are compared
 #: at the step they all reached.
 SHORT_RUN = 0.75
+#: A member whose steps per epoch differ from the group's median by this factor or more trains on
+#: other data (a size flag the logged arguments do not hold, e.g. a script's data arguments that
+#: the HF Trainer's callback never sees): it is judged alone.
+OTHER_DATA = 1.5
 MIN_RUNS = 3  # a sweep has three LRs at least, or
 MIN_PAIR = 2  # two, where each run trains all its parameters at one LR (the LR is then unambiguous)
 #: Runs repeated at one LR without hyperparameters are compared when their best losses agree
@@ -193,7 +199,14 @@ def digest(run, points: int = 400) -> dict | None:
             "inferred": inferred and not rest,
             "val": None if val is None else list(_thin_min(val.index.to_numpy(), val.to_numpy(dtype=float), points)),
             "train": None if c is None or not len(c) else list(_thin_min(c.steps, c.mean, points)),
-            "ended_nonfinite": _ended_nonfinite(run), "one_lr": _one_lr(run)}
+            "ended_nonfinite": _ended_nonfinite(run), "one_lr": _one_lr(run), "epoch_steps": _epoch_steps(run)}
+
+
+def _epoch_steps(run) -> float | None:
+    """Optimizer steps per epoch, where the collector counted both (None elsewhere)."""
+    steps, epochs = run.meta.get("steps"), run.meta.get("epochs")
+    ok = all(isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0 for v in (steps, epochs))
+    return float(steps) / float(epochs) if ok and epochs >= 1 else None
 
 
 def _one_lr(run) -> bool:
@@ -247,22 +260,31 @@ def lr_coupled(digests: list) -> dict[str, frozenset]:
     return out
 
 
-def _repeats_agree(digests: list, items: list, share: float = REPEAT_AGREE) -> bool:
-    """Runs repeated at one LR (runs without hyperparameters) reached the same best loss, within
-    `share` of the range all the group's losses cover: whatever else differs between them did not
-    change the outcome, so the LRs can still be compared."""
+def _enough_lrs(digests: list, items: list) -> bool:
+    """Three LRs or more spanning a decade, or two a decade apart where every run has one LR (the
+    ratio read with float32's precision: logged LRs of 5e-6 and 5e-5 are 9.9999998 apart)."""
+    distinct = sorted({digests[i]["lr"] for i in items})
+    need = MIN_PAIR if all(digests[i].get("one_lr") for i in items) else MIN_RUNS
+    return len(distinct) >= need and distinct[-1] / distinct[0] >= MIN_SPAN * (1 - 1e-3)
+
+
+def _disagreeing_lrs(digests: list, items: list, share: float = REPEAT_AGREE) -> set | None:
+    """The LRs at which repeated runs reached different best losses: apart by more than `share`
+    of the range that all the group's losses cover. Runs that agree differ at most in something
+    that did not change the outcome (a seed), so the LRs can still be compared. None when a run
+    has no loss to compare."""
     curves = [digests[i]["val"] or digests[i]["train"] for i in items]
     if not all(curves):
-        return False
+        return None
     values = [np.asarray(c[1], float) for c in curves]
     values = [v[np.isfinite(v)] for v in values]
     if not all(len(v) for v in values):
-        return False
+        return None
     span = max(float(v.max()) for v in values) - min(float(v.min()) for v in values)
     best: dict[float, list[float]] = {}
     for i, v in zip(items, values):
         best.setdefault(digests[i]["lr"], []).append(float(v.min()))
-    return span > 0 and all(max(b) - min(b) <= share * span for b in best.values())
+    return {lr for lr, b in best.items() if max(b) - min(b) > share * span}
 
 
 def sweeps_of(digests: list) -> list[Sweep]:
@@ -279,13 +301,15 @@ def sweeps_of(digests: list) -> list[Sweep]:
         if all(v is not None for v in planned.values()):
             typical = float(np.median(list(planned.values())))
             items = [i for i in items if planned[i] >= SHORT_RUN * typical]  # a run planned short is judged alone
-        lrs = [digests[i]["lr"] for i in items]
-        distinct = sorted(set(lrs))
-        need = MIN_PAIR if all(digests[i].get("one_lr") for i in items) else MIN_RUNS
-        if len(distinct) < need or distinct[-1] / distinct[0] < MIN_SPAN * (1 - 1e-3):  # float32 LRs
+        per_epoch = {i: digests[i].get("epoch_steps") for i in items}
+        if all(v for v in per_epoch.values()):
+            typical = float(np.median(list(per_epoch.values())))
+            items = [i for i in items if 1 / OTHER_DATA < per_epoch[i] / typical < OTHER_DATA]  # other data: alone
+        if not _enough_lrs(digests, items):
             continue
-        if digests[items[0]]["inferred"] and len(distinct) < len(lrs) and not _repeats_agree(digests, items):
-            continue  # two runs at one LR without hyperparameters: something else differs
+        if digests[items[0]]["inferred"] and len({digests[i]["lr"] for i in items}) < len(items) \
+                and _disagreeing_lrs(digests, items) != set():
+            continue  # repeats at one LR without hyperparameters ended apart: something else differs
         use_val = all(digests[i]["val"] for i in items)
         sweep = Sweep(key[0], metric="validation loss" if use_val else "train loss")
         for i in items:
