@@ -154,9 +154,10 @@ def _sample_candidates(configs: list, memo: MemoJudge) -> list[int]:
     return keep or list(range(len(configs)))
 
 
-def held_out(verdicts: list[list], groups: list[str], candidates: list[int], configs: list) -> tuple[dict, dict]:
+def held_out(verdicts: list[list], groups: list[str], candidates: list[int], configs: list) -> tuple[dict, dict, list]:
     """(score of every group judged with the thresholds that scored best on the other groups,
-    the thresholds chosen per group). `groups[i]` is run i's family or source."""
+    the thresholds chosen per group, each run's verdict so judged). `groups[i]` is run i's family
+    or source."""
     def pick(idx):
         return max(candidates, key=lambda c: (score([verdicts[c][i] for i in idx])["macro_f1"],
                                               configs[c] == DEFAULT))
@@ -168,8 +169,7 @@ def held_out(verdicts: list[list], groups: list[str], candidates: list[int], con
         for i, h in enumerate(groups):
             if h == g:
                 out[i] = verdicts[best][i]
-    held_out.verdicts = out  # per run, in the order given (the --runs listing reads it)
-    return score(out), chosen
+    return score(out), chosen, out
 
 
 def evaluate(corpus: str) -> tuple[dict, dict, dict]:
@@ -181,7 +181,7 @@ def evaluate(corpus: str) -> tuple[dict, dict, dict]:
     memo = MemoJudge()
     verdicts = _verdicts(runs, configs, memo)
     candidates = _sample_candidates(configs, memo)
-    held, chosen = held_out(verdicts, [e["family"] for e, _ in runs], candidates, configs)
+    held, chosen, _ = held_out(verdicts, [e["family"] for e, _ in runs], candidates, configs)
     chosen["all families"] = {k: getattr(configs[max(candidates, key=lambda c: (score(verdicts[c])["macro_f1"],
                                                                                   configs[c] == DEFAULT))], k)
                               for k in GRID}
@@ -232,10 +232,10 @@ def evaluate_real(real: str) -> tuple[dict, dict, dict, list]:
     memo = MemoJudge()
     verdicts = _verdicts(runs, configs, memo)
     candidates = _sample_candidates(configs, memo)
-    held, chosen = held_out(verdicts, [e["source"] for e, _ in runs], candidates, configs)
+    held, chosen, held_verdicts = held_out(verdicts, [e["source"] for e, _ in runs], candidates, configs)
     default = verdicts[configs.index(DEFAULT)]
     rows = [(e["run"], e["required"], e.get("allowed", []), sorted(fired), diag,
-             sorted(h[1]) if h[1] != fired else "same") for (e, fired, diag), h in zip(default, held_out.verdicts)]
+             sorted(h[1]) if h[1] != fired else "same") for (e, fired, diag), h in zip(default, held_verdicts)]
     return held, score(default), chosen, rows
 
 

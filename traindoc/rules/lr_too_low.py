@@ -24,7 +24,7 @@ def check(run, cfg: Thresholds) -> list[Finding]:
         return [crawl]
     last = c.steps[-1]
     start = c.mean[0]
-    tail = c.mean[-max(1, len(c) // 10):].mean()
+    first_fall, last_fall, tail = _thirds(c)
     total = start - tail
     if total <= cfg.noise_sigmas * noise(c):
         return []  # not falling at all: another rule's business
@@ -32,7 +32,7 @@ def check(run, cfg: Thresholds) -> list[Finding]:
     late_change, late_se = fitted_change(c.after(0.75 * last))
     late_share = -late_change / total
     if early_share < cfg.low_early_share and late_share >= cfg.low_late_share \
-            and -late_change > cfg.noise_sigmas * late_se and _straight(c, tail, cfg):
+            and -late_change > cfg.noise_sigmas * late_se and _straight(first_fall, last_fall, cfg):
         return [Finding(ID, "warning", (int(c.steps[0]), int(last)), {
             "first_loss": start, "final_loss": tail,
             "share_of_drop_in_first_third": early_share,
@@ -42,14 +42,20 @@ def check(run, cfg: Thresholds) -> list[Finding]:
     return []
 
 
-def _straight(c, tail: float, cfg: Thresholds) -> bool:
-    """Straight over its whole length: the first third and the last third of the run each bring
-    at least `low_thirds_ratio` of what the other brings. A curve that fell most in its first
-    two thirds and is now flattening is settling (train_longer's business if it still gains);
-    one that sat on a plateau for its first third and then fell did not crawl, it started late."""
+def _thirds(c) -> tuple[float, float, float]:
+    """(the fall over the run's first third, the fall over its last third down to the tail, the
+    tail: the mean of the last tenth of the windows)."""
     s0, s1 = float(c.steps[0]), float(c.steps[-1])
-    first = float(c.mean[0] - c.value_at(s0 + (s1 - s0) / 3))
-    last = float(c.value_at(s0 + 2 * (s1 - s0) / 3) - tail)
+    tail = float(c.mean[-max(1, len(c) // 10):].mean())
+    return float(c.mean[0] - c.value_at(s0 + (s1 - s0) / 3)), float(c.value_at(s0 + 2 * (s1 - s0) / 3) - tail), tail
+
+
+def _straight(first: float, last: float, cfg: Thresholds) -> bool:
+    """Straight over its whole length: the first third and the last third of the run (their
+    falls, from `_thirds`) each bring at least `low_thirds_ratio` of what the other brings. A
+    curve that fell most in its first two thirds and is now flattening is settling
+    (train_longer's business if it still gains); one that sat on a plateau for its first third
+    and then fell did not crawl, it started late."""
     return first > 0 and last > 0 and min(first, last) >= cfg.low_thirds_ratio * max(first, last)
 
 
@@ -61,11 +67,9 @@ def _crawl(run, c, cfg: Thresholds) -> Finding | None:
     and then crept moved a lot, fast, and is no crawl. A loss that fell early and flattens
     (fine-tuning a pretrained model) is no crawl either."""
     start, last = first_loss(run, c), float(c.steps[-1])
-    tail = float(c.mean[-max(1, len(c) // 10):].mean())
+    first, late, tail = _thirds(c)
     if start == 0 or (start - tail) / abs(start) >= cfg.low_moved:
         return None
-    first = float(c.mean[0] - c.value_at(c.steps[0] + (last - c.steps[0]) / 3))
-    late = float(c.value_at(c.steps[0] + 2 * (last - c.steps[0]) / 3) - tail)
     if first > 0 and late < 0.5 * first:
         return None
     whole, whole_se = fitted_change(c)

@@ -52,7 +52,7 @@ def _points(run: RunSeries, key: str) -> int:
 def _trend(run: RunSeries, cfg: Thresholds) -> str | None:
     """A train loss with enough points for its shape to mean something, or 3+ evaluations of a
     validation series (a short per-epoch log is judged from its validation loss)."""
-    if _loss(run, cfg) is None or _points(run, fmt.VAL_LOSS) >= 3 or _points(run, fmt.VAL_ACC) >= 3:
+    if _loss(run, cfg) is None or _evaluations(run, cfg) is None:
         return None
     return f"train loss with {cfg.min_windows}+ points, or 3+ validation evaluations"
 

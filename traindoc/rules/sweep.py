@@ -212,7 +212,7 @@ def _epoch_steps(run) -> float | None:
 def _one_lr(run) -> bool:
     """Every parameter group logged the same LR all along (or just one group was logged): the
     run's LR is one number. A run with per-layer LRs (a frozen or slowed layer) is not."""
-    groups = [run.get(k).to_numpy(dtype=float) for k in run.keys if k.startswith(fmt.LR_PREFIX)]
+    groups = [run.get(k).to_numpy(dtype=float) for k in run.with_prefix(fmt.LR_PREFIX)]
     groups = [g for g in groups if len(g)]
     if not groups:
         return False
@@ -260,6 +260,16 @@ def lr_coupled(digests: list) -> dict[str, frozenset]:
     return out
 
 
+def _alike(digests: list, items: list, field: str, keep) -> list:
+    """The `items` whose digest `field`, over the group's median of it, passes `keep`; all of them
+    when any member lacks the field."""
+    values = {i: digests[i].get(field) for i in items}
+    if not all(values.values()):
+        return items
+    typical = float(np.median(list(values.values())))
+    return [i for i in items if keep(values[i] / typical)]
+
+
 def _enough_lrs(digests: list, items: list) -> bool:
     """Three LRs or more spanning a decade, or two a decade apart where every run has one LR (the
     ratio read with float32's precision: logged LRs of 5e-6 and 5e-5 are 9.9999998 apart)."""
@@ -297,14 +307,8 @@ def sweeps_of(digests: list) -> list[Sweep]:
             groups.setdefault(_key(d, coupled[d["folder"]]), []).append(i)
     sweeps = []
     for key, items in groups.items():
-        planned = {i: digests[i].get("planned") for i in items}
-        if all(v is not None for v in planned.values()):
-            typical = float(np.median(list(planned.values())))
-            items = [i for i in items if planned[i] >= SHORT_RUN * typical]  # a run planned short is judged alone
-        per_epoch = {i: digests[i].get("epoch_steps") for i in items}
-        if all(v for v in per_epoch.values()):
-            typical = float(np.median(list(per_epoch.values())))
-            items = [i for i in items if 1 / OTHER_DATA < per_epoch[i] / typical < OTHER_DATA]  # other data: alone
+        items = _alike(digests, items, "planned", lambda r: r >= SHORT_RUN)  # a run planned short is judged alone
+        items = _alike(digests, items, "epoch_steps", lambda r: 1 / OTHER_DATA < r < OTHER_DATA)  # other data: alone
         if not _enough_lrs(digests, items):
             continue
         if digests[items[0]]["inferred"] and len({digests[i]["lr"] for i in items}) < len(items) \
