@@ -203,7 +203,10 @@ class Uploader:
                     self._fs = filesystem(for_uploads=True)
                     bucket = _bare(self.url).split("/", 1)[0]
                     if not self._fs.exists(bucket):
-                        self._fs.mkdir(bucket)  # a fresh store: make the bucket rather than fail every tick
+                        try:
+                            self._fs.mkdir(bucket)  # a fresh store: make the bucket rather than fail every tick
+                        except FileExistsError:
+                            pass  # made meanwhile by another uploader (or a listing cache was behind)
                 if self.target is None:
                     self._state["target"] = self._claim()
                     self._save()
