@@ -17,8 +17,9 @@ from traindoc.series import RunSeries
 from traindoc.rules import CHARTS_OF
 from traindoc.rules.base import DEFAULT as THRESHOLDS
 from traindoc.rules.curves import lr_cuts, raw_loss_curve, written_on_change
+from traindoc.rules.spikes import loss_spikes
 
-from .thin import ema, in_window, thin
+from .thin import ema, in_window, shown, thin
 
 MAX_POINTS = 4000  # per trace, after min/max thinning
 COLORS = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#17becf", "#8c564b", "#e377c2"]
@@ -100,8 +101,21 @@ def loss_figure(run: RunSeries, findings: list, smoothing: float = 0.6, log_y: b
     if run.has(fmt.VAL_LOSS):
         v = run.get(fmt.VAL_LOSS)
         _line(fig, v.index, v.to_numpy(), "val loss", COLORS[1], mode="lines+markers")
+    mark_spikes(fig, run)
     mark_findings(fig, findings, "loss")
     return fig
+
+
+def mark_spikes(fig: go.Figure, run: RunSeries) -> None:
+    """A marker at the top of each loss spike the run recovered from (`rules.spikes`)."""
+    spikes = [s for s, keep in zip(loss_spikes(run), shown([s.step for s in loss_spikes(run)])) if keep]
+    if not spikes:
+        return
+    text = [f"loss spike at step {s.step:,}: {s.peak:.4g} from {s.before:.4g}"
+            + (f" ({s.times_noise:g}x the run's noise)" if s.times_noise is not None else "") for s in spikes]
+    fig.add_trace(go.Scatter(x=[s.step for s in spikes], y=[s.peak for s in spikes], mode="markers",
+                             name=f"loss spikes ({len(spikes)})", hovertext=text, hoverinfo="text",
+                             marker=dict(symbol="triangle-down", size=10, color="#d62728")))
 
 
 def accuracy_figure(run: RunSeries, findings: list, smoothing: float = 0.6) -> go.Figure | None:

@@ -37,6 +37,13 @@ def in_window(x: np.ndarray) -> slice:
     return slice(lo, hi)
 
 
+def shown(x: np.ndarray) -> np.ndarray:
+    """Which of the steps `x` the current window shows (markers: no point outside it)."""
+    w = _WINDOW.get()
+    x = np.asarray(x)
+    return np.ones(len(x), dtype=bool) if w is None else (x >= w[0]) & (x <= w[1])
+
+
 def ema(values: np.ndarray, weight: float) -> np.ndarray:
     """Debiased exponential moving average (TensorBoard's smoothing); weight 0 = none.
 

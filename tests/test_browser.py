@@ -295,3 +295,27 @@ def test_zooming_shows_the_range_at_full_resolution(page, site, tmp_path):
     while page.evaluate(count, [a, b]) >= every and time.time() < deadline:
         time.sleep(0.2)
     assert page.evaluate(count, [a, b]) < every / 2  # back to the whole run's thinned view
+
+
+def test_loss_spikes_are_counted_on_the_run_page(page, site, tmp_path):
+    """A real loop with three bad steps: the page says how many spikes and at which steps, and the
+    loss chart marks each one."""
+    from tests.test_spikes import BAD_STEPS, _train
+    from traindoc.reader import read_run
+    from traindoc.rules.spikes import loss_spikes
+
+    server, root = site
+    spikes = loss_spikes(read_run(_train(str(root), "spiky", BAD_STEPS)))
+    assert len(spikes) == len(BAD_STEPS)
+    page.goto(server.url + "/run?run=spiky")
+    wait_for_charts(page, 2)
+    note = page.locator("#spikes")
+    note.wait_for(timeout=10000)
+    text = note.inner_text()
+    assert text.startswith(f"Loss spikes ({len(spikes)})")
+    for s in spikes:
+        assert f"step {s.step:,}" in text
+    marks = ("() => { const d = document.querySelector('.js-plotly-plot'); const t = d._fullData.find("
+             "t => (t.name || '').startsWith('loss spikes')); return t ? Array.from(t.x) : null; }")
+    assert page.evaluate(marks) == [s.step for s in spikes]
+    page.screenshot(path=str(tmp_path / "spikes.png"), full_page=True)

@@ -57,5 +57,5 @@ def diagnose_tree(path: str, cfg: Thresholds = DEFAULT, progress=None) -> tuple[
         reports.append(RunReport(name, run_path))
     for (at, run, problems), d in zip(loaded, diagnose_runs([r for _, r, _ in loaded], cfg)):
         reports[at] = RunReport(reports[at].name, reports[at].path, d.findings, warnings=problems, skipped=d.skipped,
-                                diagnosed=d.diagnosed, found=series_found(run))
+                                diagnosed=d.diagnosed, found=series_found(run), spikes=[s.to_dict() for s in d.spikes])
     return reports, others

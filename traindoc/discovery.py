@@ -29,11 +29,12 @@ class RunReport:
     skipped: list = field(default_factory=list)  # [{"rule", "missing"}]: rules that could not run
     diagnosed: bool = False  # at least one curve rule ran; never true for a run that was not read
     found: list = field(default_factory=list)  # the series the run has (shown when not diagnosed)
+    spikes: list = field(default_factory=list)  # recovered loss spikes, as `Spike.to_dict()`
 
     def to_dict(self) -> dict:
         """The `--json` shape of one run."""
         d = {"run": self.name, "path": self.path, "diagnosed": self.diagnosed,
-             "findings": [f.to_dict() for f in self.findings], "skipped": self.skipped}
+             "findings": [f.to_dict() for f in self.findings], "skipped": self.skipped, "spikes": self.spikes}
         if not self.diagnosed:
             d["found"] = self.found
         if self.error:

@@ -15,6 +15,7 @@ from . import remote
 from .discovery import is_run, load
 from .report import evidence_text
 from .rules import curve_gaps, diagnose_run, series_found, severity_rank
+from .rules.spikes import describe
 from .series import RunSeries
 from .status import status_of
 from .tb import is_tb_run
@@ -35,6 +36,7 @@ class RunView:
     problems: list = field(default_factory=list)
     readings: list = field(default_factory=list)
     figures: list = field(default_factory=list)  # [(chart id, plotly figure)]
+    spikes: list = field(default_factory=list)  # recovered loss spikes (`rules.spikes.Spike`)
 
     def html(self) -> str:
         e = html.escape
@@ -51,6 +53,8 @@ class RunView:
                        f"<b>{e(f.rule)}</b> <span style='color:{color}'>{e(f.severity)}</span> · steps "
                        f"{int(f.steps[0]):,}–{int(f.steps[1]):,}<br>{e(f.advice)}<br>"
                        f"<small>{e(evidence_text(f.evidence))}</small></div>")
+        if self.spikes:
+            out.append(f"<p>{e(describe(self.spikes))}</p>")
         for line in [*self.problems, *self.readings]:
             out.append(f"<p><small>{e(str(line))}</small></p>")
         out.append("</div>")
@@ -59,10 +63,11 @@ class RunView:
     def text(self) -> str:
         if not self.diagnosed:
             return f"{self.name}: not diagnosed ({self.not_diagnosed})"
-        if not self.findings:
-            return f"{self.name}: no problems found"
-        return "\n".join(f"{self.name}: {f.rule} ({f.severity}, steps {f.steps[0]}-{f.steps[1]}): {f.advice}"
-                         for f in self.findings)
+        lines = [f"{self.name}: {f.rule} ({f.severity}, steps {f.steps[0]}-{f.steps[1]}): {f.advice}"
+                 for f in self.findings] or [f"{self.name}: no problems found"]
+        if self.spikes:
+            lines.append(f"{self.name}: {describe(self.spikes)}")
+        return "\n".join(lines)
 
 
 def _local(target) -> str:
@@ -87,7 +92,7 @@ def run_view(target, smoothing: float = 0.6, log_y: bool = False) -> RunView:
                                      f"{', '.join(series_found(run)) or 'no series'}")
     built, custom = charts.run_figures(run, d.findings, smoothing, log_y)
     return RunView(run.name, status_of(run.meta), run.last_step, d.findings, d.diagnosed, gaps, list(problems),
-                   [str(r) for r in run.meta.get("readings") or []], built + custom)
+                   [str(r) for r in run.meta.get("readings") or []], built + custom, d.spikes)
 
 
 def runs_table(root):

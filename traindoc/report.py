@@ -1,14 +1,15 @@
 """`traindoc diagnose` for machines and for CI: the versioned JSON form (docs/diagnose-json.md)
 and a Markdown summary that reads well in a GitHub job summary ($GITHUB_STEP_SUMMARY) or a pull
 request comment: one row per finding with its steps, its evidence in numbers and its advice,
-then the runs that were not diagnosed and why, the runs that could not be read, and what under
-the root is no run."""
+then the runs' recovered loss spikes, the runs that were not diagnosed and why, the runs that
+could not be read, and what under the root is no run."""
 
 from __future__ import annotations
 
 import math
 
 from .rules import curve_gaps, severity_rank
+from .rules.spikes import SPIKE_K, describe
 
 #: The JSON form's version: raised when a field changes meaning or goes (new fields keep it).
 SCHEMA = "traindoc.diagnose/1"
@@ -72,6 +73,12 @@ def as_markdown(reports, not_runs: list[str], title: str = "traindoc diagnosis")
                 lines.append(f"| {cell(r.name)} | none | ok |  | "
                              f"{cell('not judged: ' + skipped) if skipped else ' '} | no problems found |")
         lines.append("")
+    spiky = [r for r in good if r.spikes]
+    if spiky:
+        lines += ["### Loss spikes", "",
+                  f"Windows whose loss rose at least {SPIKE_K:g}x the run's own noise above the loss before and "
+                  "after them, and came back down:", ""]
+        lines += [f"- {cell(r.name)}: {cell(describe(r.spikes))}" for r in spiky] + [""]
     undiagnosed = [r for r in good if not r.diagnosed]
     if undiagnosed:
         lines += ["### Not diagnosed", "",

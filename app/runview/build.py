@@ -15,6 +15,7 @@ from functools import partial
 
 from traindoc import format as fmt
 from traindoc.jsonsafe import plain
+from traindoc.rules.spikes import describe, loss_spikes
 from traindoc.tb.mapping import MEANINGS, save_overrides
 
 from .. import charts
@@ -113,6 +114,7 @@ def view(name: str | None, smoothing: float = 0.6, log_y: bool = False,
     run = ld.series
     meta = run.meta
     status = status_of(meta)
+    spikes = loss_spikes(run)
     source = meta.get("source", "traindoc")
     out = {
         "state": "run", "name": name, "status": status, "live": status == "live", "step": run.last_step,
@@ -122,6 +124,7 @@ def view(name: str | None, smoothing: float = 0.6, log_y: bool = False,
         "readings": [str(r) for r in meta.get("readings") or []],
         "not_diagnosed": None if ld.diagnosed else not_diagnosed_text(ld),
         "skipped": [s["rule"] for s in ld.skipped or []], "findings": _findings(ld.findings or [], meta),
+        "spikes": [s.to_dict() for s in spikes], "spikes_text": describe(spikes),
         "has_series": bool(run.keys), "smoothing": smoothing, "log_y": log_y,
         "steps": list(steps) if steps else None,
         "meta": meta,

@@ -95,6 +95,11 @@
       const skipped = v.skipped.length ? " Not judged, for lack of inputs: " + v.skipped.join(", ") + "." : "";
       notes.append(box("success", "No problems found by the diagnostics." + skipped));
     }
+    if (v.spikes && v.spikes.length) {
+      const s = box("info", el("b", {}, "Loss spikes (" + v.spikes.length + ")"), ": " + v.spikes_text);
+      s.id = "spikes";
+      notes.append(s);
+    }
     if (!v.findings.length) return;
     out.append(el("h2", {}, "Findings (" + v.findings.length + ")"));
     for (const f of v.findings) {

@@ -196,6 +196,7 @@ class Catalog:
                             "findings": json.loads(findings), "final": json.loads(final or "[]"),
                             "error": r.get("error"), "diagnosed": r.get("diagnosed", False),
                             "skipped": r.get("skipped", []), "found": r.get("found", []),
+                            "spikes": r.get("spikes", []),
                             "problems": r.get("problems", []), "meta": r.get("meta", {})})
         return out, total
 
@@ -223,7 +224,8 @@ class Catalog:
                 out.append(RunReport(r["name"], r["path"], error=r["error"]))
                 continue
             out.append(RunReport(r["name"], r["path"], [finding(f) for f in r["final"]], warnings=r["problems"],
-                                 skipped=r["skipped"], diagnosed=r["diagnosed"], found=r["found"]))
+                                 skipped=r["skipped"], diagnosed=r["diagnosed"], found=r["found"],
+                                 spikes=r["spikes"]))
         return out
 
 

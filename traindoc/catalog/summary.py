@@ -61,6 +61,7 @@ def index_one(path: str) -> dict:
         "config": config, "meta": {k: meta.get(k) for k in ("status", "updated", "start_time", "end_time", "source",
                                                              "device", "torch_version") if k in meta},
         "own": [f.to_dict() for f in d.findings], "skipped": d.skipped, "diagnosed": d.diagnosed,
+        "spikes": [s.to_dict() for s in d.spikes],
         "found": series_found(run), "problems": list(problems), "name": run.name,
         "digest": together.digest(run, THIN),
     }

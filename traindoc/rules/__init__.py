@@ -12,6 +12,7 @@ from . import (early_decay, initial_loss, lr_too_high, lr_too_low, overfitting, 
                update_ratio)
 from . import together
 from .base import DEFAULT, SEVERITIES, Finding, Thresholds, drop_explained, severity_rank
+from .spikes import loss_spikes
 from .needs import CURVE_RULES, Diagnosis, curve_gaps, missing, series_found
 
 RULES = (lr_too_low, lr_too_high, early_decay, overfitting, underfitting, train_longer, initial_loss, update_ratio)
@@ -43,7 +44,7 @@ def diagnose_run(run, cfg: Thresholds = DEFAULT, judge_one=judge) -> Diagnosis:
             out.extend(found)
     if any(f.rule == lr_too_high.ID and f.evidence.get("diverged") for f in out):
         out = [f for f in out if f.rule not in MOOT_AFTER_DIVERGENCE]
-    return Diagnosis(drop_explained(out), skipped)
+    return Diagnosis(drop_explained(out), skipped, loss_spikes(run))
 
 
 def diagnose_runs(runs, cfg: Thresholds = DEFAULT) -> list[Diagnosis]:

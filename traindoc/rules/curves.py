@@ -21,10 +21,14 @@ class Curve:
     se: np.ndarray  # standard error of each window mean (NaN where unknown)
     #: the spread of the loss inside each window (NaN where unknown): the band the charts draw
     std: np.ndarray | None = None
+    #: the highest loss inside each window (NaN where unknown): what a one-batch spike raises
+    peak: np.ndarray | None = None
 
     def __post_init__(self):
         if self.std is None:
             self.std = np.full(len(self.steps), np.nan)
+        if self.peak is None:
+            self.peak = np.full(len(self.steps), np.nan)
 
     def __len__(self) -> int:
         return len(self.steps)
@@ -38,7 +42,7 @@ class Curve:
         return self._where((self.steps >= a) & (self.steps <= b))
 
     def _where(self, k: np.ndarray) -> "Curve":
-        return Curve(self.steps[k], self.mean[k], self.se[k], self.std[k])
+        return Curve(self.steps[k], self.mean[k], self.se[k], self.std[k], self.peak[k])
 
     def value_at(self, step: float) -> float:
         """Mean of the window that contains `step` (nearest at or after)."""
@@ -74,7 +78,9 @@ def _raw_loss_curve(run: RunSeries) -> Curve | None:
         var = run.get(fmt.LOSS_WINDOW + "/var").reindex(m.index)
         cnt = run.get(fmt.LOSS_WINDOW + "/count").reindex(m.index)
         se = np.sqrt(var.to_numpy() / cnt.clip(lower=1).to_numpy())
-        return Curve(m.index.to_numpy(), m.to_numpy(dtype=float), se, np.sqrt(var.clip(lower=0).to_numpy()))
+        peak = run.get(fmt.LOSS_WINDOW + "/max").reindex(m.index).to_numpy(dtype=float) \
+            if run.has(fmt.LOSS_WINDOW + "/max") else None
+        return Curve(m.index.to_numpy(), m.to_numpy(dtype=float), se, np.sqrt(var.clip(lower=0).to_numpy()), peak)
     if run.has(fmt.LOSS_RAW):
         raw = run.get(fmt.LOSS_RAW)
         return rolling_curve(raw)
@@ -94,9 +100,10 @@ def rolling_curve(raw: pd.Series, target_windows: int = ROLLING_WINDOWS) -> Curv
         vals = raw.to_numpy(dtype=float)
         resid = np.abs(np.diff(vals)) / np.sqrt(2) if n > 1 else np.array([np.nan])
         se = np.full(n, np.nanmedian(resid) if len(resid) else np.nan)
-        return Curve(raw.index.to_numpy(), vals, se)
+        return Curve(raw.index.to_numpy(), vals, se, peak=vals)
     last, st = window_stats(raw.to_numpy(dtype=float), width)
-    return Curve(raw.index.to_numpy()[last], st["mean"], np.sqrt(st["var"] / st["count"]), np.sqrt(st["var"]))
+    return Curve(raw.index.to_numpy()[last], st["mean"], np.sqrt(st["var"] / st["count"]), np.sqrt(st["var"]),
+                 st["max"])
 
 
 def noise(c: Curve) -> float:

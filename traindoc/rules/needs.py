@@ -99,6 +99,7 @@ class Diagnosis:
 
     findings: list = field(default_factory=list)
     skipped: list = field(default_factory=list)  # [{"rule": id, "missing": [...]}]
+    spikes: list = field(default_factory=list)  # recovered loss spikes (`spikes.Spike`), in step order
 
     @property
     def diagnosed(self) -> bool:
