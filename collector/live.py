@@ -1,8 +1,9 @@
 """Live diagnosis: the single-run rules on what the run folder holds so far, run on the writer's
 background thread after a flush that wrote new data (every `every`-th such flush). It never
 touches the training step: it reads the files the writer just wrote, so there is no host-device
-sync and no collective. Loaded only when `attach(..., on_finding=...)` asks for it, so a
-collector without it imports no rule.
+sync and no collective. It takes at most LIVE_SHARE of one core: a check that took d seconds
+is followed by none for the next d / LIVE_SHARE seconds. Loaded only when
+`attach(..., on_finding=...)` asks for it, so a collector without it imports no rule.
 
 Each new finding, or a finding whose severity rose, is reported once ("warn": one warning; a
 callable: the user's handler; "stop": a warning, and at an `error` finding the run asks
@@ -19,6 +20,10 @@ from traindoc.reader import RunReader
 from traindoc.rules import diagnose_run, severity_rank
 
 MODES = ("warn", "stop")
+#: The most of one core that live diagnosis takes: after a check that took d seconds, the next
+#: waits at least d / LIVE_SHARE - d (a long run, whose rules take longer, is checked less often;
+#: a short one still after every flush). What was written meanwhile is read by the next check.
+LIVE_SHARE = 0.2
 
 
 class LiveDiagnosis:
@@ -36,9 +41,20 @@ class LiveDiagnosis:
         self.checks = 0
         self._reader: RunReader | None = None
         self._flushes = 0
+        self.next_at = 0.0  # time.monotonic() before which no check runs (LIVE_SHARE)
 
     def check(self) -> None:
         """Read what the last flush wrote; diagnose and report when it brought something new."""
+        if time.monotonic() < self.next_at:
+            return
+        began = time.monotonic()
+        try:
+            self._check()
+        finally:
+            took = time.monotonic() - began
+            self.next_at = began + took / LIVE_SHARE
+
+    def _check(self) -> None:
         if self._reader is None:
             self._reader = RunReader(self.run.path)
         if self._reader.poll() == 0:

@@ -171,3 +171,32 @@ def test_hugging_face_trainer_stops(tmp_path):
     assert trainer.state.global_step < 20 * 50
     meta = read_run(os.path.join(str(tmp_path), "hf")).meta
     assert meta["stopped_by"]["severity"] == "error"
+
+
+def test_live_diagnosis_takes_at_most_its_share_of_a_core(tmp_path):
+    """Checks are spaced by their own cost: after a check that took d seconds, none runs for
+    d / LIVE_SHARE seconds, however often the writer flushes (here every 10 ms)."""
+    from collector.live import LIVE_SHARE
+
+    torch.manual_seed(0)
+    x, y = blobs(2048)
+    model = mlp()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    run = collector.attach(model, opt, root=str(tmp_path), name="share", log_every=5, flush_secs=0.01,
+                           on_finding=lambda f: None)
+    spans = []
+    inner = run.live._check
+
+    def timed():
+        began = time.monotonic()
+        inner()
+        spans.append((began, time.monotonic() - began))
+
+    run.live._check = timed
+    _loop(run, model, opt, x, y, 1500, pause=0.001)
+    run.close()
+    assert len(spans) >= 5
+    for (a, took), (b, _) in zip(spans, spans[1:]):
+        assert b - a >= took / LIVE_SHARE * 0.99
+    busy = sum(took for _, took in spans)
+    assert busy <= LIVE_SHARE * (spans[-1][0] + spans[-1][1] - spans[0][0]) * 1.05 + spans[-1][1]
