@@ -21,7 +21,7 @@ from traindoc.rules.spikes import loss_spikes
 
 from .thin import ema, in_window, shown, thin
 
-MAX_POINTS = 4000  # per trace, after min/max thinning
+MAX_POINTS = 2000  # per trace, after min/max thinning: 1,000 buckets, past a chart's pixel columns
 COLORS = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#17becf", "#8c564b", "#e377c2"]
 SEVERITY_COLORS = {"error": "rgba(214,39,40,0.10)", "warning": "rgba(255,127,14,0.10)",
                    "info": "rgba(31,119,180,0.08)"}
