@@ -20,10 +20,10 @@ Runs with fewer than `MIN_WINDOWS` finite windows are too short to say what is u
 
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass
 
 import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
 
 from traindoc.series import RunSeries
 
@@ -62,20 +62,15 @@ def loss_spikes(run: RunSeries) -> list[Spike]:
 
 
 def _side_medians(peak: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Median of the SIDE values before and after each index (NaN where a side is short)."""
+    """Median of the SIDE values before and after each index (NaN where a side is short: the
+    first and last SIDE windows)."""
     n = len(peak)
-    padded = np.concatenate([np.full(SIDE, np.nan), peak, np.full(SIDE, np.nan)])
-    idx = np.arange(n)[:, None] + np.arange(SIDE)[None, :]
-    before_rows = padded[idx]  # peak[i-SIDE .. i-1]
-    after_rows = padded[idx + SIDE + 1]  # peak[i+1 .. i+SIDE]
-    short_b = np.isnan(before_rows).sum(1) > SIDE // 2
-    short_a = np.isnan(after_rows).sum(1) > SIDE // 2
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN rows at the ends
-        before = np.nanmedian(before_rows, axis=1)
-        after = np.nanmedian(after_rows, axis=1)
-    before[short_b] = np.nan
-    after[short_a] = np.nan
+    before = np.full(n, np.nan)
+    after = np.full(n, np.nan)
+    if n > SIDE:
+        med = np.median(sliding_window_view(peak, SIDE), axis=1)  # med[k]: peak[k .. k+SIDE-1]
+        before[SIDE:] = med[:n - SIDE]
+        after[:n - SIDE] = med[1:]
     return before, after
 
 
@@ -90,9 +85,7 @@ def _spikes(run: RunSeries) -> list[Spike]:
     steps, peak = c.steps[keep], peak[keep]
     before, after = _side_medians(peak)
     # the run's own noise: how far window peaks stray from the median of their neighbours
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)
-        around = np.nanmedian(np.vstack([before, after]), axis=0)
+    around = np.where(np.isnan(before), after, np.where(np.isnan(after), before, (before + after) / 2))
     dev = np.abs(peak - around)
     dev = dev[np.isfinite(dev)]
     if not len(dev):
