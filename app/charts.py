@@ -17,7 +17,7 @@ from traindoc.series import RunSeries
 from traindoc.rules import CHARTS_OF
 from traindoc.rules.base import DEFAULT as THRESHOLDS
 from traindoc.rules.curves import lr_cuts, raw_loss_curve, written_on_change
-from traindoc.rules.spikes import loss_spikes
+from traindoc.rules.spikes import loss_spikes, one as spikes_one
 
 from .thin import ema, in_window, shown, thin
 
@@ -108,11 +108,11 @@ def loss_figure(run: RunSeries, findings: list, smoothing: float = 0.6, log_y: b
 
 def mark_spikes(fig: go.Figure, run: RunSeries) -> None:
     """A marker at the top of each loss spike the run recovered from (`rules.spikes`)."""
-    spikes = [s for s, keep in zip(loss_spikes(run), shown([s.step for s in loss_spikes(run)])) if keep]
+    every = loss_spikes(run)
+    spikes = [s for s, keep in zip(every, shown([s.step for s in every])) if keep]
     if not spikes:
         return
-    text = [f"loss spike at step {s.step:,}: {s.peak:.4g} from {s.before:.4g}"
-            + (f" ({s.times_noise:g}x the run's noise)" if s.times_noise is not None else "") for s in spikes]
+    text = ["loss spike at " + spikes_one(s) for s in spikes]
     fig.add_trace(go.Scatter(x=[s.step for s in spikes], y=[s.peak for s in spikes], mode="markers",
                              name=f"loss spikes ({len(spikes)})", hovertext=text, hoverinfo="text",
                              marker=dict(symbol="triangle-down", size=10, color="#d62728")))

@@ -60,7 +60,6 @@ class Variant:
         self.i = 0
         opts = {"collector": {}, "live": {"on_finding": lambda f: None}, "ratios_every1": {"ratio_every": 1}}
         self.in_collector = 0.0  # seconds the training thread spent inside the collector's calls
-        self.timed_steps = 0
         if name in opts:
             self._t0 = 0.0
             # bracket the collector's post-step hook between two of ours (hooks run in the order

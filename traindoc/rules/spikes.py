@@ -102,13 +102,10 @@ def _spikes(run: RunSeries) -> list[Spike]:
     hits = np.flatnonzero(hit)
     # one event: spike windows no more than SIDE windows apart (the bounces of one recovery)
     for group in np.split(hits, np.flatnonzero(np.diff(hits) > SIDE) + 1) if len(hits) else []:
-        i, j = int(group[0]), int(group[-1])
         top = int(group[np.argmax(rise[group])])
-        # "before" and "after" of the whole group: the levels outside it
-        b = before[i] if np.isfinite(before[i]) else before[top]
-        a = after[j] if np.isfinite(after[j]) else after[top]
         times = round(float(rise[top] / sigma), 1) if np.isfinite(sigma) else None
-        out.append(Spike(int(steps[top]), float(peak[top]), float(b), float(a),
+        # before and after of the whole group: the levels outside it (finite at every hit)
+        out.append(Spike(int(steps[top]), float(peak[top]), float(before[group[0]]), float(after[group[-1]]),
                          float(sigma) if np.isfinite(sigma) else 0.0, times))
     return out
 
@@ -117,15 +114,19 @@ def _spikes(run: RunSeries) -> list[Spike]:
 NAMED = 10
 
 
+def one(s) -> str:
+    """One spike (a `Spike` or its dict): its step, its height in noise, and how far it rose."""
+    d = s.to_dict() if isinstance(s, Spike) else s
+    times = f"{d['times_noise']:g}x its noise, " if d.get("times_noise") is not None else ""
+    return f"step {int(d['step']):,} ({times}to {d['peak']:.4g} from {d['before']:.4g})"
+
+
 def describe(spikes: list) -> str:
     """One sentence on a run's spikes (`Spike`s or their dicts), for pages, notebooks and reports."""
     if not spikes:
         return ""
     ds = [s.to_dict() if isinstance(s, Spike) else s for s in spikes]
-    parts = []
-    for s in ds[:NAMED]:
-        times = f"{s['times_noise']:g}x its noise, " if s.get("times_noise") is not None else ""
-        parts.append(f"step {int(s['step']):,} ({times}to {s['peak']:.4g} from {s['before']:.4g})")
+    parts = [one(s) for s in ds[:NAMED]]
     more = f", and {len(ds) - NAMED} more" if len(ds) > NAMED else ""
     return (f"{len(ds)} loss spike{'s' if len(ds) != 1 else ''} the run recovered from: "
             + "; ".join(parts) + more + ".")
