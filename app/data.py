@@ -134,7 +134,7 @@ def with_siblings(root: str, name: str, path: str) -> Loaded:
     if sum(os.path.dirname(os.path.normpath(p)) == folder for p in runs.values()) < 2:
         return ld
     cat = shared_catalog(root)
-    cat.refresh()
+    cat.refresh(folder=folder)
     final = cat.findings_of(name)
     return ld if final is None else replace(ld, findings=final)
 

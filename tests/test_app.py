@@ -296,3 +296,32 @@ def test_run_view_is_strict_json_whatever_the_meta_holds(runs_root):
     assert v["meta"]["config"]["lr"] == "nan" and v["meta"]["config"]["clip"] == "inf"
     assert v["updated"] == "yesterday" and charts_of(v) == ["loss", "acc", "lr", "ratio"]
     assert build.jsonable({"a": np.int64(3), "b": np.float32(0.5), "c": (1, np.nan)}) == {"a": 3, "b": 0.5, "c": [1, "nan"]}
+
+
+def test_a_run_page_opened_from_a_link_reads_only_its_own_folder(tmp_path, monkeypatch):
+    """Opened straight from a link on a fresh index, the run page finds its run by a walk and
+    reads only the runs of its folder: its siblings (an LR sweep, judged together) are indexed,
+    the rest of the root is not read until a page lists it."""
+    from traindoc.provider import provider_for
+
+    root = tmp_path / "root"
+    src = os.path.join(ROOT, "corpus", "runs", "clusters")
+    sweep = sorted(n for n in os.listdir(src) if n.startswith("clusters-sweep-sgd-") and n.endswith("-s2"))
+    for n in sweep:
+        shutil.copytree(os.path.join(src, n), root / "sweep" / n)
+    solo = ("overfit-mlp-adam", "healthy-mlp-sgd", "lr-high-cnn-adam")
+    for i, n in enumerate(solo):  # one run per folder: no siblings
+        shutil.copytree(os.path.join(SAMPLES, n), root / f"solo{i}" / n)
+    monkeypatch.setenv("TRAINDOC_ROOT", str(root))
+    monkeypatch.setenv("TRAINDOC_CACHE", str(tmp_path / "cache"))
+    catalog = provider_for(str(root)).catalog
+
+    v = view("sweep/clusters-sweep-sgd-lr0.1-s2")
+    assert any(f["rule"] == "lr_too_low" and "in this sweep" in f["advice"] + f["evidence"] for f in v["findings"])
+    assert catalog.count() == len(sweep)
+    v = view("solo2/lr-high-cnn-adam")
+    assert v["state"] == "run" and any(f["rule"] == "lr_too_high" for f in v["findings"])
+    assert catalog.count() == len(sweep)  # alone in its folder: read by the page, not indexed
+    done = catalog.refresh()  # the runs page: everything else is indexed now, the sweep is not read again
+    assert done.read == len(solo) and catalog.count() == len(sweep) + len(solo)
+    assert catalog.refresh().read == 0

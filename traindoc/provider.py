@@ -67,11 +67,18 @@ class RunProvider:
             return dict(self._names)
 
     def path_of(self, name: str) -> str | None:
-        """The path of run `name` from the last listing (listing the root first only when the
-        name is not known yet: a run that just appeared)."""
+        """The path of run `name` from the last listing. A name not known yet (a run that just
+        appeared, or a fresh index) is looked for by a walk of the root that reads no run: the
+        page of one run, opened from a link, does not wait for every run to be indexed."""
         names = self.list_runs(refresh=False)
         if name not in names:
-            names = self.list_runs(refresh=True)
+            try:
+                walked = name_runs(find_runs(self.root), self.root)
+            except InputError:
+                walked = {}
+            with self._lock:
+                self._names = {n: p for n, p in walked.items() if _contained(p, self.root)}
+                names = dict(self._names)
         return names.get(name)
 
     def fingerprint(self, name: str) -> str | None:

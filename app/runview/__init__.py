@@ -149,14 +149,13 @@ def routes() -> list:
 
 def warm_up() -> None:
     """At server start, in a thread: import what the first view needs (readers, rules, plotly's
-    figure classes: about a second), so the first page opened is not the one that pays for it.
+    figure classes) and draw a small made-up run once (plotly builds its validators on first
+    use), so the first page opened is not the one that pays for it.
     ROOT is indexed when a page first needs it, not here: a run page opened from a shared link
     would share two cores with indexing every run."""
     try:
-        import plotly.graph_objects as go
+        from . import build
 
-        from . import build  # noqa: F401 - the readers, rules and figure builders
-
-        go.Figure(go.Scatter(x=[0], y=[0])).to_json()
+        build.rehearse()
     except Exception:  # noqa: BLE001 - only a head start; the pages report real errors
         pass

@@ -191,3 +191,30 @@ def save_mapping(name: str, chosen: dict, ignored: list) -> str:
     return os.path.basename(saved)
 
 
+
+
+def rehearse() -> None:
+    """Diagnose and draw a small made-up run, as a first view would, and throw it away: the
+    rules' and plotly's first-use costs (validators built lazily, first calls into pandas) are
+    paid here, at server start, instead of by the first page opened."""
+    import numpy as np
+    import pandas as pd
+
+    from traindoc.rules import diagnose_run
+    from traindoc.series import RunSeries
+
+    steps = np.arange(1, 301) * 10
+    fall = 0.5 + 2.0 * np.exp(-steps / 800.0)
+    keys = {f"{fmt.LOSS_WINDOW}/mean": fall, f"{fmt.LOSS_WINDOW}/var": fall * 0.01,
+            f"{fmt.LOSS_WINDOW}/min": fall * 0.9, f"{fmt.LOSS_WINDOW}/max": fall * 1.1,
+            f"{fmt.LOSS_WINDOW}/count": np.full(len(steps), 10.0), fmt.LOSS_FIRST: fall[:1],
+            fmt.TRAIN_ACC: 1 - fall / 3, fmt.VAL_LOSS: fall * 1.05, fmt.VAL_ACC: 1 - fall / 2.9,
+            fmt.LR_PREFIX + "pg0": np.where(steps < 2000, 0.1, 0.01),
+            fmt.RATIO_PREFIX + "layer.weight": np.full(len(steps), 1e-3), fmt.RATIO_GLOBAL: np.full(len(steps), 1e-3)}
+    run = RunSeries.from_dict("rehearsal", {k: pd.Series(v, index=steps[:len(v)]) for k, v in keys.items()},
+                              {"source": "traindoc", "status": fmt.STATUS_FINISHED})
+    findings = diagnose_run(run).findings
+    loss_spikes(run)
+    built, custom = charts.run_figures(run, findings, 0.6, False, MAX_CUSTOM)
+    for _, fig in built + custom:
+        fig.to_json()

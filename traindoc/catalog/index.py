@@ -66,16 +66,17 @@ class Catalog:
         return _Closing(db)
 
     # ---- refresh ---------------------------------------------------------------------------
-    def refresh(self, progress=None, workers: int | None = None) -> Refresh:
-        """Bring the index up to date with the root. `progress(done, total)` is called while runs
-        are read. Returns what was done."""
+    def refresh(self, progress=None, workers: int | None = None, folder: str | None = None) -> Refresh:
+        """Bring the index up to date with the root, or only the runs directly in `folder` (what a
+        run's siblings need: a run page opened from a link does not index the whole root first).
+        `progress(done, total)` is called while runs are read. Returns what was done."""
         t0 = time.perf_counter()
         with self._lock:
-            out = self._refresh(progress, workers)
+            out = self._refresh(progress, workers, folder)
         out.seconds = time.perf_counter() - t0
         return out
 
-    def _refresh(self, progress, workers) -> Refresh:
+    def _refresh(self, progress, workers, folder) -> Refresh:
         version = code_version()
         with self._db() as db:
             known = {n: (s, v, p, q, st, up) for n, s, v, p, q, st, up in
@@ -92,6 +93,11 @@ class Catalog:
             for n in odd:  # SQLite holds text as UTF-8: these are reported, not indexed
                 del listed[n]
             odd_shown = [shown(n) for n in odd]
+        if folder is not None:  # one folder only: what the root holds elsewhere stays as the index has it
+            folder = os.path.normpath(folder)
+            listed = {n: p for n, p in listed.items() if os.path.dirname(os.path.normpath(p)) == folder}
+            known = {n: k for n, k in known.items() if os.path.dirname(os.path.normpath(k[2])) == folder}
+            others = None  # the skeleton says "every run is indexed": not true after a part
         todo = []
         for name, path in listed.items():
             old = known.get(name)
@@ -106,7 +112,8 @@ class Catalog:
         rows = read_all([p for _, p in todo], progress, workers)
         with self._db() as db:
             db.execute("BEGIN")
-            db.execute("INSERT OR REPLACE INTO info VALUES ('odd_names', ?)", (dumps(odd_shown),))
+            if folder is None:
+                db.execute("INSERT OR REPLACE INTO info VALUES ('odd_names', ?)", (dumps(odd_shown),))
             if others is not None:
                 db.execute("INSERT OR REPLACE INTO info VALUES ('not_runs', ?)",
                            (dumps([os.path.relpath(o, self.root).replace(os.sep, "/") for o in others]),))

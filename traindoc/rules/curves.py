@@ -181,13 +181,12 @@ def lr_cuts(lr: pd.Series, last_step: int, factor: float, span_frac: float,
     steps = lr.index.to_numpy()
     vals = lr.to_numpy(dtype=float)
     peak = np.maximum.accumulate(vals)
-    cuts = []
-    for i in range(1, len(vals)):
-        before, after = vals[i - 1], vals[i]
-        if before >= 0.01 * peak[i - 1] and before > 0 and after <= factor * before \
-                and (on_change or steps[i] - steps[i - 1] <= span + 1):
-            cuts.append((int(steps[i]), int(steps[i]), float(before), float(after)))
-    return cuts
+    before, after = vals[:-1], vals[1:]
+    with np.errstate(invalid="ignore"):
+        hit = (before >= 0.01 * peak[:-1]) & (before > 0) & (after <= factor * before)
+    if not on_change:
+        hit &= np.diff(steps) <= span + 1
+    return [(int(steps[i + 1]), int(steps[i + 1]), float(before[i]), float(after[i])) for i in np.flatnonzero(hit)]
 
 
 def first_loss(run: RunSeries, c: Curve) -> float:
