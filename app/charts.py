@@ -22,6 +22,9 @@ from traindoc.rules.spikes import loss_spikes, one as spikes_one
 from .thin import ema, in_window, shown, thin
 
 MAX_POINTS = 2000  # per trace, after min/max thinning: 1,000 buckets, past a chart's pixel columns
+#: Validation points each get a marker up to this many; past it the markers only overlap (and
+#: each is an SVG element: 800 of them cost the browser about 50 ms a chart), so a line is drawn.
+MAX_MARKERS = 200
 COLORS = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#17becf", "#8c564b", "#e377c2"]
 SEVERITY_COLORS = {"error": "rgba(214,39,40,0.10)", "warning": "rgba(255,127,14,0.10)",
                    "info": "rgba(31,119,180,0.08)"}
@@ -100,10 +103,15 @@ def loss_figure(run: RunSeries, findings: list, smoothing: float = 0.6, log_y: b
     _line(fig, x, ema(mean, smoothing), "train loss (smoothed)", COLORS[0])
     if run.has(fmt.VAL_LOSS):
         v = run.get(fmt.VAL_LOSS)
-        _line(fig, v.index, v.to_numpy(), "val loss", COLORS[1], mode="lines+markers")
+        _line(fig, v.index, v.to_numpy(), "val loss", COLORS[1], mode=_points_mode(len(v)))
     mark_spikes(fig, run)
     mark_findings(fig, findings, "loss")
     return fig
+
+
+def _points_mode(n: int) -> str:
+    """A line through validation points, with a marker on each while they are few enough to see."""
+    return "lines+markers" if n <= MAX_MARKERS else "lines"
 
 
 def mark_spikes(fig: go.Figure, run: RunSeries) -> None:
@@ -136,10 +144,10 @@ def accuracy_figure(run: RunSeries, findings: list, smoothing: float = 0.6) -> g
             fig.add_trace(go.Scatter(x=va.index, y=at_val, mode="lines", line=dict(width=0),
                                      showlegend=False, hoverinfo="skip"))
             fig.add_trace(go.Scatter(x=va.index, y=va.to_numpy(), name="val acc (gap shaded)",
-                                     mode="lines+markers", fill="tonexty", fillcolor="rgba(214,39,40,0.12)",
+                                     mode=_points_mode(len(va)), fill="tonexty", fillcolor="rgba(214,39,40,0.12)",
                                      line=dict(color=COLORS[1], width=2)))
         else:
-            _line(fig, va.index, va.to_numpy(), "val acc", COLORS[1], mode="lines+markers")
+            _line(fig, va.index, va.to_numpy(), "val acc", COLORS[1], mode=_points_mode(len(va)))
     mark_findings(fig, findings, "acc")
     return fig
 

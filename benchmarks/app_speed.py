@@ -2,7 +2,9 @@
 
 Measures, in one run, with an empty cache folder:
   1. traindoc: server start (`traindoc serve`) -> every chart of a 1,000,000-point run drawn,
-     going straight to the run page as the TensorBoard figure goes straight to its charts;
+     going straight to the run page as the TensorBoard figure goes straight to its charts; each
+     cold start in a fresh browser, with an empty cache, taking turns with TensorBoard's
+     (median of --cold starts of each);
   2. traindoc: a warm navigation to that run page -> every chart drawn (target <= 1 s), with
      where the time went in the browser (response, plotly.js + script, drawing) and on the
      server (read + diagnose + figures on a first view, a view of an unchanged run);
@@ -11,9 +13,10 @@ Measures, in one run, with an empty cache folder:
   4. the baseline of the run page's design: a Streamlit page (as the run page was until this
      wave) showing the same four figures, built beforehand, so it reads nothing: warm navigation;
   5. TensorBoard (`tensorboard --logdir`, default settings) on the same 1,000,000 points
-     written as event files: server start -> first charts drawn, and a warm navigation.
+     written as event files: server start -> first charts drawn (each in a fresh browser, as
+     traindoc's), and a warm navigation.
 Target: TensorBoard / traindoc >= 2 on both figures.
-usage: python benchmarks/app_speed.py [--points 1000000] [--skip-tensorboard]
+usage: python benchmarks/app_speed.py [--points 1000000] [--cold 3] [--skip-tensorboard]
 """
 
 from __future__ import annotations
@@ -149,62 +152,120 @@ def write_tensorboard(logdir: str, n_points: int) -> int:
     return total
 
 
-def tensorboard_times(page, logdir: str) -> tuple[float, float]:
-    """(server start -> first screenful of charts drawn, warm navigation -> drawn)."""
-    port = free_port()
-    t0 = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, "-m", "tensorboard.main", "--logdir", logdir, "--host", "127.0.0.1",
-                             "--port", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}/#timeseries"
-    drawn = ("() => { const cards = document.querySelectorAll('card-view');"
-             " const lines = document.querySelectorAll('line-chart canvas, line-chart svg path.line, "
-             "line-chart svg path');"
-             " return cards.length >= 4 && lines.length >= 4; }")
+TB_DRAWN = ("() => { const cards = document.querySelectorAll('card-view');"
+            " const lines = document.querySelectorAll('line-chart canvas, line-chart svg path.line, "
+            "line-chart svg path');"
+            " return cards.length >= 4 && lines.length >= 4; }")
+
+
+class TensorBoard:
+    """`tensorboard --logdir` (default settings) on a free loopback port; `t0` is its start."""
+
+    def __init__(self, logdir: str):
+        port = free_port()
+        self.t0 = time.perf_counter()
+        self.proc = subprocess.Popen([sys.executable, "-m", "tensorboard.main", "--logdir", logdir, "--host",
+                                      "127.0.0.1", "--port", str(port)],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.url = f"http://127.0.0.1:{port}/#timeseries"
+        wait_for_http(f"http://127.0.0.1:{port}/", self.proc, timeout=300)
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait()
+
+
+def tensorboard_cold(pw, logdir: str) -> float:
+    """A fresh browser and a fresh TensorBoard: server start -> first screenful of charts drawn."""
+    browser = launch(pw)
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    tb = TensorBoard(logdir)
     try:
-        wait_for_http(f"http://127.0.0.1:{port}/", proc, timeout=300)
-        page.goto(url)
+        page.goto(tb.url)
         while True:  # TensorBoard loads the event files in the background; reload until the tags are in
             try:
-                page.wait_for_function(drawn, timeout=5000)
+                page.wait_for_function(TB_DRAWN, timeout=5000)
                 break
             except Exception:
-                if time.perf_counter() - t0 > 300:
+                if time.perf_counter() - tb.t0 > 300:
                     raise
                 page.reload()
-        cold = time.perf_counter() - t0
+        return time.perf_counter() - tb.t0
+    finally:
+        tb.stop()
+        browser.close()
+
+
+def tensorboard_warm(page, logdir: str) -> float:
+    """Warm navigation -> first screenful drawn, median of 5, after one open."""
+    tb = TensorBoard(logdir)
+    try:
+        page.goto(tb.url)
+        page.wait_for_function(TB_DRAWN, timeout=300000)
         warm = []
         for _ in range(5):
             page.goto("about:blank")
             t1 = time.perf_counter()
-            page.goto(url)
-            page.wait_for_function(drawn, timeout=60000)
+            page.goto(tb.url)
+            page.wait_for_function(TB_DRAWN, timeout=60000)
             warm.append(time.perf_counter() - t1)
-        return cold, statistics.median(warm)
+        return statistics.median(warm)
     finally:
-        proc.terminate()
-        proc.wait()
+        tb.stop()
+
+
+def traindoc_cold(pw, root: str, cache: str, log: str) -> tuple[float, float, float, dict]:
+    """A fresh browser, a fresh server and an empty cache: (server start -> answering, -> the run's
+    charts all drawn, the first open alone, where the first open's time went in the browser)."""
+    os.environ["TRAINDOC_CACHE"] = cache
+    browser = launch(pw)
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    t_start = time.perf_counter()
+    server = Server(root, log)
+    try:
+        up = time.perf_counter() - t_start
+        first = traindoc_open(page, server.url + "/run?run=big")
+        return up, time.perf_counter() - t_start, first, page.evaluate(PHASES)
+    finally:
+        server.stop()
+        browser.close()
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--points", type=int, default=1_000_000)
+    ap.add_argument("--cold", type=int, default=3, help="cold starts of each server (median reported)")
     ap.add_argument("--skip-tensorboard", action="store_true")
     args = ap.parse_args()
     from playwright.sync_api import sync_playwright
 
     with tempfile.TemporaryDirectory() as tmp, sync_playwright() as pw:
-        os.environ["TRAINDOC_CACHE"] = os.path.join(tmp, "cache")  # nothing indexed or built before
         root = os.path.join(tmp, "root")
         n = write_run(os.path.join(root, "big"), args.points)
+        print(f"points: {n}")
+        logdir = os.path.join(tmp, "tb")
+        if not args.skip_tensorboard:
+            t0 = time.perf_counter()
+            write_tensorboard(logdir, args.points)
+            print(f"tensorboard event files written in {time.perf_counter() - t0:.1f} s (not timed below)")
+        # Cold starts, each in a fresh browser with a fresh server (and, for traindoc, an empty
+        # cache), the two servers taking turns so a slow spell of the machine hits both.
+        colds, tb_colds = [], []
+        for i in range(args.cold):
+            colds.append(traindoc_cold(pw, root, os.path.join(tmp, f"cache-cold{i}"), os.path.join(tmp, "serve.log")))
+            if not args.skip_tensorboard:
+                tb_colds.append(tensorboard_cold(pw, logdir))
+        up = statistics.median(c[0] for c in colds)
+        cold_total = statistics.median(c[1] for c in colds)
+        cold = statistics.median(c[2] for c in colds)
+        cold_phases = {k: statistics.median(c[3][k] for c in colds) for k in colds[0][3]}
+
+        os.environ["TRAINDOC_CACHE"] = os.path.join(tmp, "cache")  # nothing indexed or built before
         browser = launch(pw)
         page = browser.new_page(viewport={"width": 1400, "height": 1000})
-        t_start = time.perf_counter()
         server = Server(root, os.path.join(tmp, "serve.log"))
         try:
-            up = time.perf_counter() - t_start
-            cold = traindoc_open(page, server.url + "/run?run=big")  # a cold browser, a fresh server
-            cold_phases = page.evaluate(PHASES)
-            cold_total = time.perf_counter() - t_start
+            traindoc_open(page, server.url + "/run?run=big")
             t0 = time.perf_counter()
             page.goto(server.url + "/")
             page.get_by_role("heading", name="Runs").wait_for()
@@ -218,13 +279,13 @@ def main() -> None:
             server.stop()
         first_view, unchanged_view = server_side(root, "big")
         baseline = streamlit_baseline(page, tmp, root)
-        print(f"points: {n}")
-        print(f"traindoc  server start -> answering: {up:.2f} s; -> run drawn: {cold_total:.2f} s "
-              f"(first open of the run: {cold:.2f} s)")
+        print(f"traindoc  cold starts (fresh browser, server and cache; median of {len(colds)}): "
+              f"server start -> answering: {up:.2f} s; -> run drawn: {cold_total:.2f} s "
+              f"(first open of the run: {cold:.2f} s); each: {', '.join(f'{c[1]:.2f}' for c in colds)} s")
         print(f"traindoc  first open, in the browser: page received {cold_phases['response'] / 1000:.3f} s, "
               f"plotly.js + script evaluated {(cold_phases['script'] - cold_phases['response']) / 1000:.3f} s, "
               f"charts drawn {(cold_phases['drawn'] - cold_phases['script']) / 1000:.3f} s")
-        print(f"traindoc  runs page (Streamlit) after that: {runs_page:.2f} s")
+        print(f"traindoc  runs page (Streamlit) after a run page: {runs_page:.2f} s")
         print(f"traindoc  navigation -> all charts drawn, warm (median of 5): {statistics.median(warm):.2f} s"
               "   (target <= 1 s)")
         med = {k: statistics.median(p[k] for p in phases) / 1000 for k in phases[0]}
@@ -239,14 +300,14 @@ def main() -> None:
             print(f"traindoc  live point latency: median {statistics.median(lat):.2f} s, max {max(lat):.2f} s "
                   f"over {len(lat)} points   (target <= 3 s)")
         if not args.skip_tensorboard:
-            logdir = os.path.join(tmp, "tb")
-            t0 = time.perf_counter()
-            write_tensorboard(logdir, args.points)
-            print(f"tensorboard event files written in {time.perf_counter() - t0:.1f} s (not timed below)")
-            tb_cold, tb_warm = tensorboard_times(page, logdir)
-            print(f"tensorboard server start -> first charts drawn: {tb_cold:.2f} s   "
-                  f"warm navigation -> drawn (median of 5): {tb_warm:.2f} s")
-            print(f"ratio server start -> drawn, tensorboard / traindoc = {tb_cold / cold_total:.2f}")
+            tb_cold = statistics.median(tb_colds)
+            tb_warm = tensorboard_warm(page, logdir)
+            print(f"tensorboard cold starts (fresh browser and server; median of {len(tb_colds)}): server start -> "
+                  f"first charts drawn: {tb_cold:.2f} s; each: {', '.join(f'{t:.2f}' for t in tb_colds)} s")
+            print(f"tensorboard warm navigation -> drawn (median of 5): {tb_warm:.2f} s")
+            pairs = [t / c[1] for t, c in zip(tb_colds, colds)]
+            print(f"ratio server start -> drawn, tensorboard / traindoc = {tb_cold / cold_total:.2f} "
+                  f"(the medians; turn by turn: {', '.join(f'{p:.2f}' for p in pairs)})")
             print(f"ratio warm navigation, tensorboard / traindoc = {tb_warm / statistics.median(warm):.2f}")
         browser.close()
 

@@ -8,6 +8,7 @@ import json
 import os
 import shutil
 
+import numpy as np
 import pytest
 from streamlit.testing.v1 import AppTest
 
@@ -208,6 +209,34 @@ def test_lr_is_drawn_as_steps_held_to_the_end():
     assert list(b.x) == [1, 1250] and b.y[0] == b.y[1] == pytest.approx(0.2)
     (run_trace,) = charts.lr_figure(decayed, []).data
     assert run_trace.line.shape == "hv" and list(run_trace.x) == [1, 2001, 3000]
+
+
+def test_validation_points_get_markers_only_while_few():
+    """A sample run's few validation points each get a marker; a run evaluated 1,000 times gets a
+    line (the markers would only overlap, each an SVG element for the browser to draw)."""
+    import pandas as pd
+
+    from traindoc import format as fmt
+    from traindoc.app import charts
+    from traindoc.reader import read_run
+    from traindoc.series import RunSeries
+
+    few = read_run(os.path.join(SAMPLES, "overfit-mlp-adam"))
+    assert 0 < len(few.get(fmt.VAL_LOSS)) <= charts.MAX_MARKERS
+
+    def val_modes(run):
+        traces = list(charts.loss_figure(run, []).data) + list(charts.accuracy_figure(run, []).data)
+        return {t.name: t.mode for t in traces if t.name and t.name.startswith("val")}
+
+    assert set(val_modes(few).values()) == {"lines+markers"}
+    steps = np.arange(1, 10_001)
+    many = RunSeries.from_dict("many", {
+        f"{fmt.LOSS_WINDOW}/mean": pd.Series(1 / np.sqrt(steps), index=steps),
+        fmt.TRAIN_ACC: pd.Series(1 - 1 / np.sqrt(steps), index=steps),
+        fmt.VAL_LOSS: pd.Series(1.1 / np.sqrt(steps[::10]), index=steps[::10]),
+        fmt.VAL_ACC: pd.Series(1 - 1.1 / np.sqrt(steps[::10]), index=steps[::10])})
+    modes = val_modes(many)
+    assert set(modes) == {"val loss", "val acc (gap shaded)"} and set(modes.values()) == {"lines"}
 
 
 def test_undiagnosed_run_is_never_shown_as_healthy(runs_root):

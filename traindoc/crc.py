@@ -44,10 +44,14 @@ def _rows(rows: np.ndarray, start: int, tables: np.ndarray) -> np.ndarray:
     n, width = rows.shape
     if width % 4:
         raise ValueError("row width must be a multiple of 4")
-    words = np.ascontiguousarray(rows).view("<u4").reshape(n, width // 4)
+    words = np.ascontiguousarray(rows).view("<u4").reshape(n, width // 4).T.copy()  # one word column a row
     t0, t1, t2, t3 = tables
     crc = np.full(n, start ^ 0xFFFFFFFF, dtype=np.uint32)
-    for j in range(words.shape[1]):
-        c = crc ^ words[:, j]
-        crc = t3[c & 0xFF] ^ t2[(c >> 8) & 0xFF] ^ t1[(c >> 16) & 0xFF] ^ t0[c >> 24]
+    lanes = np.empty((4, n), dtype=np.uint8)  # the four bytes of every CRC, each byte lane contiguous
+    for word in words:
+        lanes[:] = (crc ^ word).astype("<u4", copy=False).view(np.uint8).reshape(n, 4).T  # little-endian: lane 0 is the low byte
+        crc = t3.take(lanes[0])
+        crc ^= t2.take(lanes[1])
+        crc ^= t1.take(lanes[2])
+        crc ^= t0.take(lanes[3])
     return crc ^ np.uint32(0xFFFFFFFF)

@@ -88,6 +88,16 @@ def page_parts(name: str | None, smoothing: float, log_y: bool, steps: tuple[flo
     yield DATA_MARK + tail.replace("{{data}}", safe)
 
 
+@functools.cache
+def _plotly_js() -> bytes:
+    """plotly.js (about 5 MB), read once. Sent whole: a file response goes out in 64 KB pieces,
+    each waiting for the interpreter while a first view is being built beside it, so on a cold
+    start the browser got plotly.js late, and evaluating it (about a second in a fresh browser)
+    is the longest step of a first open."""
+    with open(PLOTLY_JS, "rb") as f:
+        return f.read()
+
+
 def routes() -> list:
     """Starlette routes of the run page and its JSON, mounted by app/main.py through st.App."""
     from starlette.concurrency import run_in_threadpool
@@ -136,8 +146,8 @@ def routes() -> list:
     def asset(request: Request) -> Response:
         name = request.path_params["file"]
         forever = {"Cache-Control": "public, max-age=31536000, immutable"}
-        if name == f"plotly-{plotly.__version__}.min.js":
-            return FileResponse(PLOTLY_JS, media_type="text/javascript", headers=forever)
+        if name == f"plotly-{plotly.__version__}.min.js":  # from memory, in one piece: see _plotly_js
+            return Response(_plotly_js(), media_type="text/javascript", headers=forever)
         if name in ("run.js", "run.css"):
             kind = "text/javascript" if name.endswith(".js") else "text/css"
             return FileResponse(os.path.join(HERE, name), media_type=kind, headers=forever)
@@ -156,6 +166,7 @@ def warm_up() -> None:
     try:
         from . import build
 
+        _plotly_js()
         build.rehearse()
     except Exception:  # noqa: BLE001 - only a head start; the pages report real errors
         pass
