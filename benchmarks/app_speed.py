@@ -16,7 +16,7 @@ Measures, in one run, with an empty cache folder:
      written as event files: server start -> first charts drawn (each in a fresh browser, as
      traindoc's), and a warm navigation.
 Target: TensorBoard / traindoc >= 2 on both figures.
-usage: python benchmarks/app_speed.py [--points 1000000] [--cold 3] [--skip-tensorboard]
+usage: python benchmarks/app_speed.py [--points 1000000] [--cold 3] [--skip-tensorboard] [--also DIR]
 """
 
 from __future__ import annotations
@@ -214,14 +214,15 @@ def tensorboard_warm(page, logdir: str) -> float:
         tb.stop()
 
 
-def traindoc_cold(pw, root: str, cache: str, log: str) -> tuple[float, float, float, dict]:
+def traindoc_cold(pw, root: str, cache: str, log: str, code: str = ROOT) -> tuple[float, float, float, dict]:
     """A fresh browser, a fresh server and an empty cache: (server start -> answering, -> the run's
-    charts all drawn, the first open alone, where the first open's time went in the browser)."""
+    charts all drawn, the first open alone, where the first open's time went in the browser).
+    `code`: where traindoc is imported from (this checkout, or an older install: --also)."""
     os.environ["TRAINDOC_CACHE"] = cache
     browser = launch(pw)
     page = browser.new_page(viewport={"width": 1400, "height": 1000})
     t_start = time.perf_counter()
-    server = Server(root, log)
+    server = Server(root, log, code)
     try:
         up = time.perf_counter() - t_start
         first = traindoc_open(page, server.url + "/run?run=big")
@@ -236,6 +237,8 @@ def main() -> None:
     ap.add_argument("--points", type=int, default=1_000_000)
     ap.add_argument("--cold", type=int, default=3, help="cold starts of each server (median reported)")
     ap.add_argument("--skip-tensorboard", action="store_true")
+    ap.add_argument("--also", metavar="DIR", help="another traindoc, installed in DIR (pip install --no-deps "
+                    "--target DIR, e.g. an older commit): its cold starts taken in the same turns")
     args = ap.parse_args()
     from playwright.sync_api import sync_playwright
 
@@ -250,9 +253,12 @@ def main() -> None:
             print(f"tensorboard event files written in {time.perf_counter() - t0:.1f} s (not timed below)")
         # Cold starts, each in a fresh browser with a fresh server (and, for traindoc, an empty
         # cache), the two servers taking turns so a slow spell of the machine hits both.
-        colds, tb_colds = [], []
+        colds, tb_colds, also = [], [], []
         for i in range(args.cold):
             colds.append(traindoc_cold(pw, root, os.path.join(tmp, f"cache-cold{i}"), os.path.join(tmp, "serve.log")))
+            if args.also:
+                also.append(traindoc_cold(pw, root, os.path.join(tmp, f"cache-also{i}"),
+                                          os.path.join(tmp, "also.log"), os.path.abspath(args.also))[1])
             if not args.skip_tensorboard:
                 tb_colds.append(tensorboard_cold(pw, logdir))
         up = statistics.median(c[0] for c in colds)
@@ -309,6 +315,11 @@ def main() -> None:
             print(f"ratio server start -> drawn, tensorboard / traindoc = {tb_cold / cold_total:.2f} "
                   f"(the medians; turn by turn: {', '.join(f'{p:.2f}' for p in pairs)})")
             print(f"ratio warm navigation, tensorboard / traindoc = {tb_warm / statistics.median(warm):.2f}")
+            if also:
+                print(f"also      {args.also}: server start -> run drawn (median of {len(also)}): "
+                      f"{statistics.median(also):.2f} s; each: {', '.join(f'{a:.2f}' for a in also)} s; "
+                      f"tensorboard / it = {tb_cold / statistics.median(also):.2f} "
+                      f"(turn by turn: {', '.join(f'{t / a:.2f}' for t, a in zip(tb_colds, also))})")
         browser.close()
 
 

@@ -53,13 +53,15 @@ def wait_for_http(url: str, proc=None, timeout: float = 60.0, log_path: str | No
 class Server:
     """`traindoc serve ROOT` in a subprocess, on a free loopback port."""
 
-    def __init__(self, root: str, log_path: str):
+    def __init__(self, root: str, log_path: str, code: str = ROOT):
+        """`code`: the folder traindoc is imported from (this checkout unless told otherwise: the
+        benchmarks also serve an older install of it, side by side)."""
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = open(log_path, "w")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "traindoc.cli", "serve", root, "--headless", "--port", str(self.port)],
-            cwd=ROOT, stdout=self.log, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONPATH": ROOT})
+            cwd=code, stdout=self.log, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONPATH": code})
         try:
             wait_for_http(self.url + "/_stcore/health", self.proc, log_path=log_path)
         except RuntimeError:
