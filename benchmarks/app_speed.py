@@ -283,6 +283,15 @@ def main() -> None:
             lat = live_latency(page, server, root)
         finally:
             server.stop()
+        also_warm = None
+        if args.also:  # the other install's warm navigation, in the same browser
+            os.environ["TRAINDOC_CACHE"] = os.path.join(tmp, "cache-also-warm")
+            other = Server(root, os.path.join(tmp, "also.log"), os.path.abspath(args.also))
+            try:
+                traindoc_open(page, other.url + "/run?run=big")
+                also_warm = statistics.median(traindoc_open(page, other.url + "/run?run=big") for _ in range(5))
+            finally:
+                other.stop()
         first_view, unchanged_view = server_side(root, "big")
         baseline = streamlit_baseline(page, tmp, root)
         print(f"traindoc  cold starts (fresh browser, server and cache; median of {len(colds)}): "
@@ -315,6 +324,9 @@ def main() -> None:
             print(f"ratio server start -> drawn, tensorboard / traindoc = {tb_cold / cold_total:.2f} "
                   f"(the medians; turn by turn: {', '.join(f'{p:.2f}' for p in pairs)})")
             print(f"ratio warm navigation, tensorboard / traindoc = {tb_warm / statistics.median(warm):.2f}")
+            if also_warm is not None:
+                print(f"also      {args.also}: warm navigation -> drawn (median of 5): {also_warm:.2f} s; "
+                      f"tensorboard / it = {tb_warm / also_warm:.2f}")
             if also:
                 print(f"also      {args.also}: server start -> run drawn (median of {len(also)}): "
                       f"{statistics.median(also):.2f} s; each: {', '.join(f'{a:.2f}' for a in also)} s; "

@@ -10,7 +10,11 @@ Prints, for one root:
 and, as the baseline measured in the same run, what the runs page did before the catalog:
 read and diagnose every run on each open, timed on a sample of the runs and scaled.
 
-usage: python benchmarks/many_runs.py [--runs 10000] [--points 3000] [--workers N] [--keep DIR]
+With --also DIR (another traindoc installed in DIR, e.g. an older commit: pip install --no-deps
+--target DIR), the first indexing is timed again for that install and for this checkout, each in
+a fresh process on an empty cache, one after the other: a before/after from one run.
+
+usage: python benchmarks/many_runs.py [--runs 10000] [--points 3000] [--workers N] [--keep DIR] [--also DIR]
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -38,12 +43,26 @@ def _page(cat: Catalog) -> int:
     return total
 
 
+FIRST_INDEX = ("import sys; from traindoc.catalog import Catalog; "
+               "w = int(sys.argv[3]) if sys.argv[3] != '0' else None; "
+               "print(Catalog(sys.argv[1], cache=sys.argv[2]).refresh(workers=w).seconds)")
+
+
+def first_index_in(code: str, root: str, cache: str, workers: int | None) -> float:
+    """Seconds of a first indexing by the traindoc imported from `code`, in a fresh process."""
+    shutil.rmtree(cache, ignore_errors=True)
+    out = subprocess.run([sys.executable, "-c", FIRST_INDEX, root, cache, str(workers or 0)], cwd=code,
+                         env={**os.environ, "PYTHONPATH": code}, capture_output=True, text=True, check=True)
+    return float(out.stdout.split()[-1])
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--runs", type=int, default=10_000)
     ap.add_argument("--points", type=int, default=3000)
     ap.add_argument("--workers", type=int, default=None)
     ap.add_argument("--keep", help="write the runs here and keep them (default: a temporary folder)")
+    ap.add_argument("--also", metavar="DIR", help="another traindoc installed in DIR: its first indexing too")
     args = ap.parse_args()
     base = args.keep or tempfile.mkdtemp(prefix="traindoc-many-")
     root, cache = os.path.join(base, "runs"), os.path.join(base, "cache")
@@ -103,6 +122,11 @@ def main() -> None:
           f"takes {per_run * 1000:.1f} ms a run on one core, {before:.0f} s for all; reopening with the catalog "
           f"is {before / reopen:.0f}x faster, and the first index {before / first.seconds:.1f}x faster "
           f"than one such open (worker processes: {args.workers or min(4, os.cpu_count() or 1)})")
+    if args.also:
+        other = first_index_in(os.path.abspath(args.also), root, os.path.join(base, "cache-also"), args.workers)
+        this = first_index_in(ROOT, root, os.path.join(base, "cache-this"), args.workers)
+        print(f"\nfirst indexing, each in a fresh process, one after the other: {args.also} {other:.1f} s, "
+              f"this checkout {this:.1f} s ({args.also} / this = {other / this:.2f})")
     if not args.keep:
         shutil.rmtree(base, ignore_errors=True)
 
