@@ -354,3 +354,26 @@ def test_a_run_page_opened_from_a_link_reads_only_its_own_folder(tmp_path, monke
     done = catalog.refresh()  # the runs page: everything else is indexed now, the sweep is not read again
     assert done.read == len(solo) and catalog.count() == len(sweep) + len(solo)
     assert catalog.refresh().read == 0
+
+
+def test_assets_are_served_whole_and_cached_for_good():
+    """plotly.js goes out from memory, byte for byte the package's file, in one body with a
+    length (so a busy server does not send it in many small pieces); an unknown asset is a 404."""
+    import plotly
+    from starlette.requests import Request
+
+    from traindoc.app import runview
+
+    (route,) = [r for r in runview.routes() if r.path == "/assets/{file}"]
+
+    def get(name):
+        return route.endpoint(Request({"type": "http", "method": "GET", "path": f"/assets/{name}", "headers": [],
+                                       "query_string": b"", "path_params": {"file": name}}))
+
+    got = get(f"plotly-{plotly.__version__}.min.js")
+    with open(runview.PLOTLY_JS, "rb") as f:
+        assert got.status_code == 200 and got.body == f.read()
+    assert got.headers["content-length"] == str(len(got.body))
+    assert got.headers["content-type"].startswith("text/javascript") and "immutable" in got.headers["cache-control"]
+    assert get("run.js").status_code == 200
+    assert get("other.js").status_code == 404
