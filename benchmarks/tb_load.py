@@ -5,13 +5,17 @@ reader without a cache (parse), with the cache (second open), and a native train
 of the same points for reference. Target: traindoc's first open, with both CRC-32Cs of
 every record checked, >= 5x faster than EventAccumulator; the cached open close to the
 native run.
-usage: python benchmarks/tb_load.py [--points 1000000]
+With --also DIR (another traindoc installed in DIR, e.g. an older commit), that install's first
+open and this checkout's are timed again, each in a fresh process, taking turns twice.
+usage: python benchmarks/tb_load.py [--points 1000000] [--also DIR]
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -28,9 +32,21 @@ def timed(fn):
     return time.perf_counter() - t0, out
 
 
+OPEN = ("import sys, time; from traindoc.tb import TBRunReader; t0 = time.perf_counter(); "
+        "r = TBRunReader(sys.argv[1], use_cache=False); r.poll(); r.series(); print(time.perf_counter() - t0)")
+
+
+def open_in(code: str, logdir: str) -> float:
+    """Seconds of a first open (no cache) by the traindoc imported from `code`, in a fresh process."""
+    out = subprocess.run([sys.executable, "-c", OPEN, logdir], cwd=code, env={**os.environ, "PYTHONPATH": code},
+                         capture_output=True, text=True, check=True)
+    return float(out.stdout.split()[-1])
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--points", type=int, default=1_000_000)
+    ap.add_argument("--also", metavar="DIR", help="another traindoc installed in DIR: its first open too")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         os.environ["TRAINDOC_CACHE"] = os.path.join(tmp, "cache")
@@ -59,6 +75,9 @@ def main() -> None:
         t_first, _ = timed(lambda: traindoc_open(True))  # parses and writes the cache
         t_cached, n_cached = timed(lambda: traindoc_open(True))
         t_native, _ = timed(lambda: read_run(os.path.join(tmp, "native")))
+        here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        turns = [(open_in(os.path.abspath(args.also), logdir), open_in(here, logdir)) for _ in range(2)] \
+            if args.also else []
     assert n_ea == n_parse == n_cached == n, (n_ea, n_parse, n_cached, n)
     print(f"points: {n} (event files written in {t_write:.1f} s, not timed)")
     print(f"EventAccumulator, all points kept: {t_ea:.2f} s")
@@ -66,6 +85,11 @@ def main() -> None:
     print(f"traindoc first open writing the cache: {t_first:.2f} s")
     print(f"traindoc second open (cache): {t_cached:.3f} s   -> {t_ea / t_cached:.0f}x faster")
     print(f"native traindoc run of the same points: {t_native:.3f} s   cached / native = {t_cached / t_native:.2f}")
+    if turns:
+        other, this = statistics.median(t[0] for t in turns), statistics.median(t[1] for t in turns)
+        print(f"first open in a fresh process, taking turns: {args.also} {other:.2f} s, this checkout {this:.2f} s "
+              f"({args.also} / this = {other / this:.2f}; each: "
+              f"{', '.join(f'{a:.2f} / {b:.2f}' for a, b in turns)})")
 
 
 if __name__ == "__main__":
