@@ -49,7 +49,8 @@ def _rows(rows: np.ndarray, start: int, tables: np.ndarray) -> np.ndarray:
     crc = np.full(n, start ^ 0xFFFFFFFF, dtype=np.uint32)
     lanes = np.empty((4, n), dtype=np.uint8)  # the four bytes of every CRC, each byte lane contiguous
     for word in words:
-        lanes[:] = (crc ^ word).astype("<u4", copy=False).view(np.uint8).reshape(n, 4).T  # little-endian: lane 0 is the low byte
+        # as little-endian bytes, lane 0 the low byte (the shifts of the one-row formula, done by a view)
+        lanes[:] = (crc ^ word).astype("<u4", copy=False).view(np.uint8).reshape(n, 4).T
         crc = t3.take(lanes[0])
         crc ^= t2.take(lanes[1])
         crc ^= t1.take(lanes[2])

@@ -191,8 +191,6 @@ def save_mapping(name: str, chosen: dict, ignored: list) -> str:
     return os.path.basename(saved)
 
 
-
-
 def rehearse() -> None:
     """Diagnose and draw a small made-up run, as a first view would, and throw it away: the
     rules' and plotly's first-use costs (validators built lazily, first calls into pandas) are
