@@ -1,8 +1,8 @@
 """Live diagnosis: the single-run rules on what the run folder holds so far, run on the writer's
 background thread after a flush that wrote new data (every `every`-th such flush). It never
 touches the training step: it reads the files the writer just wrote, so there is no host-device
-sync and no collective. It takes at most LIVE_SHARE of one core: a check that took d seconds
-is followed by none for the next d / LIVE_SHARE seconds. Loaded only when
+sync and no collective. It takes at most LIVE_SHARE of one core: after a check that took d
+seconds, the next begins no sooner than d / LIVE_SHARE seconds after it began. Loaded only when
 `attach(..., on_finding=...)` asks for it, so a collector without it imports no rule.
 
 Each new finding, or a finding whose severity rose, is reported once ("warn": one warning; a

@@ -59,12 +59,16 @@ class RunProvider:
                 rows, _ = self.catalog.query(limit=1 << 30)
                 names = {r["name"]: r["path"] for r in rows}
                 if self.catalog.odd_names():  # names SQLite cannot hold: found by a walk instead
-                    try:
-                        names = {**name_runs(find_runs(self.root), self.root), **names}
-                    except InputError:
-                        pass
+                    names = {**self._walk(), **names}
                 self._names = {n: p for n, p in names.items() if _contained(p, self.root)}
             return dict(self._names)
+
+    def _walk(self) -> dict[str, str]:
+        """name -> path of every run a walk of the root finds (no run is read)."""
+        try:
+            return name_runs(find_runs(self.root), self.root)
+        except InputError:
+            return {}
 
     def path_of(self, name: str) -> str | None:
         """The path of run `name` from the last listing. A name not known yet (a run that just
@@ -72,10 +76,7 @@ class RunProvider:
         page of one run, opened from a link, does not wait for every run to be indexed."""
         names = self.list_runs(refresh=False)
         if name not in names:
-            try:
-                walked = name_runs(find_runs(self.root), self.root)
-            except InputError:
-                walked = {}
+            walked = self._walk()
             with self._lock:
                 self._names = {n: p for n, p in walked.items() if _contained(p, self.root)}
                 names = dict(self._names)
