@@ -31,21 +31,30 @@ def mlp(dim: int = 10, hidden: int = 32, classes: int = 3, seed: int = 0):
     return torch.nn.Sequential(torch.nn.Linear(dim, hidden), torch.nn.ReLU(), torch.nn.Linear(hidden, classes))
 
 
+def logged_step(run, model, opt, xb, yb, score: bool = True):
+    """One optimizer step on the batch (xb, yb), its loss logged to `run` (with the logits and
+    targets when `score`); returns the loss."""
+    import torch
+
+    out = model(xb)
+    loss = torch.nn.functional.cross_entropy(out, yb)
+    opt.zero_grad()
+    loss.backward()
+    opt.step()
+    if score:
+        run.log_train(loss, output=out, target=yb)
+    else:
+        run.log_train(loss)
+    return loss
+
+
 def train_steps(run, model, opt, x, y, steps: int, val_every: int | None = None, score: bool = True) -> None:
     """`steps` SGD steps on the first 64 samples, each logged to `run` (with the logits and targets
     when `score`), and the validation loss on all of them every `val_every` steps."""
     import torch
 
     for i in range(steps):
-        out = model(x[:64])
-        loss = torch.nn.functional.cross_entropy(out, y[:64])
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        if score:
-            run.log_train(loss, output=out, target=y[:64])
-        else:
-            run.log_train(loss)
+        logged_step(run, model, opt, x[:64], y[:64], score)
         if val_every and (i + 1) % val_every == 0:
             with torch.no_grad():
                 run.log_val(loss=float(torch.nn.functional.cross_entropy(model(x), y)))

@@ -12,7 +12,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from tests.conftest import blobs, mlp
+from tests.conftest import blobs, logged_step, mlp
 from traindoc import collector
 from traindoc.reader import read_run
 
@@ -22,12 +22,7 @@ def _loop(run, model, opt, x, y, steps, pause=0.002):
     done = 0
     for _ in range(steps):
         i = torch.randint(0, len(y), (64,))
-        out = model(x[i])
-        loss = F.cross_entropy(out, y[i])
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        run.log_train(loss, output=out, target=y[i])
+        logged_step(run, model, opt, x[i], y[i])
         done += 1
         if run.should_stop:
             break

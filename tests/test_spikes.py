@@ -13,10 +13,9 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-import torch.nn.functional as F
 from markdown_it import MarkdownIt
 
-from tests.conftest import blobs, mlp
+from tests.conftest import blobs, logged_step, mlp
 from traindoc import collector
 from traindoc import format as fmt
 from traindoc.reader import read_run
@@ -42,12 +41,7 @@ def _train(root: str, name: str, bad_steps=()) -> str:
         for group in opt.param_groups:
             group["lr"] = 0.05 * (300 if step in bad_steps else 1)
         i = torch.randint(0, len(y), (64,), generator=g)
-        out = model(x[i])
-        loss = F.cross_entropy(out, y[i])
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        run.log_train(loss, output=out, target=y[i])
+        logged_step(run, model, opt, x[i], y[i])
     run.close()
     return run.path
 
