@@ -22,13 +22,13 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from benchmarks.also import seconds_in  # noqa: E402
 from benchmarks.synth import grow_run, write_run  # noqa: E402
 from traindoc.catalog import Catalog  # noqa: E402
 from traindoc.discovery import load  # noqa: E402
@@ -51,9 +51,7 @@ FIRST_INDEX = ("import sys; from traindoc.catalog import Catalog; "
 def first_index_in(code: str, root: str, cache: str, workers: int | None) -> float:
     """Seconds of a first indexing by the traindoc imported from `code`, in a fresh process."""
     shutil.rmtree(cache, ignore_errors=True)
-    out = subprocess.run([sys.executable, "-c", FIRST_INDEX, root, cache, str(workers or 0)], cwd=code,
-                         env={**os.environ, "PYTHONPATH": code}, capture_output=True, text=True, check=True)
-    return float(out.stdout.split()[-1])
+    return seconds_in(code, FIRST_INDEX, root, cache, str(workers or 0))
 
 
 def main() -> None:

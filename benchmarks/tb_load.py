@@ -15,13 +15,13 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from benchmarks.also import seconds_in  # noqa: E402
 from benchmarks.app_speed import write_tensorboard  # noqa: E402
 from benchmarks.synth import write_run  # noqa: E402
 
@@ -38,9 +38,7 @@ OPEN = ("import sys, time; from traindoc.tb import TBRunReader; t0 = time.perf_c
 
 def open_in(code: str, logdir: str) -> float:
     """Seconds of a first open (no cache) by the traindoc imported from `code`, in a fresh process."""
-    out = subprocess.run([sys.executable, "-c", OPEN, logdir], cwd=code, env={**os.environ, "PYTHONPATH": code},
-                         capture_output=True, text=True, check=True)
-    return float(out.stdout.split()[-1])
+    return seconds_in(code, OPEN, logdir)
 
 
 def main() -> None:
